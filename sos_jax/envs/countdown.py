@@ -1,0 +1,264 @@
+"""Countdown on device: the puzzle's transitions, heuristics, solver and problem sampler.
+
+A state is a list of ``m`` int32 numbers. Children of a state with ``m`` numbers come in the
+reference order: pairs ``(i, j)`` as ``itertools.combinations``, and for each pair the four
+candidate operations ``+ * - /`` (subtraction and division written larger-first; a division is
+valid only when it is exact and the divisor non-zero). Every function has static shapes and is
+meant to be used under ``jax.jit`` and ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from sos_jax.envs.countdown_check import TraceVerdict, check_trace
+
+__all__ = [
+    "CountdownSpec",
+    "Children",
+    "Problems",
+    "TraceVerdict",
+    "check_trace",
+    "expand",
+    "held_out_targets",
+    "split_targets",
+    "sample_problems",
+    "solve",
+    "sum_key",
+    "mult_key",
+]
+
+OP_ADD, OP_MUL, OP_SUB, OP_DIV = 0, 1, 2, 3
+INT32_MAX = 2**31 - 1
+HEURISTIC_LCM = 60  # lcm(1..6): mean-heuristic remainders scale to a common denominator
+
+
+@struct.dataclass
+class CountdownSpec:
+    """Static description of a problem family: number count, number range and target range."""
+
+    num_count: int = struct.field(pytree_node=False, default=4)
+    num_min: int = struct.field(pytree_node=False, default=1)
+    num_max: int = struct.field(pytree_node=False, default=99)
+    target_min: int = struct.field(pytree_node=False, default=10)
+    target_max: int = struct.field(pytree_node=False, default=100)
+
+    def validate(self) -> "CountdownSpec":
+        """Checks the ranges; raises ValueError naming the field at fault."""
+        if not 3 <= self.num_count <= 6:
+            raise ValueError(f"num_count={self.num_count}: must be in 3..6")
+        if not 0 <= self.num_min <= self.num_max:
+            raise ValueError(f"num_min={self.num_min}, num_max={self.num_max}: need 0 <= num_min <= num_max")
+        if not 2 <= self.target_min <= self.target_max:
+            raise ValueError(
+                f"target_min={self.target_min}, target_max={self.target_max}: need 2 <= target_min <= target_max"
+            )
+        # Every value reachable from n numbers <= M is below (M+1)**n; heuristics add n*target.
+        bound = (self.num_max + 1) ** self.num_count + self.num_count * (self.target_max + 1)
+        if bound > INT32_MAX:
+            raise ValueError(
+                f"num_max={self.num_max} with num_count={self.num_count}: intermediate values may reach "
+                f"{bound:,}, beyond int32; lower num_max (or num_count)"
+            )
+        return self
+
+    @property
+    def max_divisors(self) -> int:
+        """Largest count of factors f in 2..t of any target t in range (static array width)."""
+        return max(sum(1 for f in range(2, t + 1) if t % f == 0) for t in range(self.target_min, self.target_max + 1))
+
+
+class Children(NamedTuple):
+    """The 4*C(m,2) candidate children of one state, in the reference order."""
+
+    nums: jax.Array  # [K, m-1] remaining numbers, then the result
+    x: jax.Array  # [K] first printed operand
+    op: jax.Array  # [K] OP_ADD, OP_MUL, OP_SUB or OP_DIV
+    y: jax.Array  # [K] second printed operand
+    value: jax.Array  # [K] result
+    valid: jax.Array  # [K] bool: false for a division that is not exact
+
+
+def _pair_layout(m: int):
+    pairs = list(itertools.combinations(range(m), 2))
+    rest = [[k for k in range(m) if k not in (i, j)] for i, j in pairs]
+    return np.array(pairs, dtype=np.int32).reshape(-1, 2), np.array(rest, dtype=np.int32).reshape(len(pairs), m - 2)
+
+
+def expand(nums_M: jax.Array) -> Children:
+    """All candidate children of a state of ``m`` numbers (m static, >= 2)."""
+    m = nums_M.shape[-1]
+    pairs, rest = _pair_layout(m)
+    a = nums_M[pairs[:, 0]]
+    b = nums_M[pairs[:, 1]]
+    small, large = jnp.minimum(a, b), jnp.maximum(a, b)
+    a_first = a > b  # larger-first text: "a-b" when a > b, else "b-a"
+    safe_small = jnp.where(small == 0, 1, small)
+    exact = (small != 0) & (large % safe_small == 0)
+    x = jnp.stack([a, a, jnp.where(a_first, a, b), jnp.where(a_first, a, b)], axis=1)
+    y = jnp.stack([b, b, jnp.where(a_first, b, a), jnp.where(a_first, b, a)], axis=1)
+    value = jnp.stack([a + b, a * b, large - small, large // safe_small], axis=1)
+    valid = jnp.stack([jnp.ones_like(exact), jnp.ones_like(exact), jnp.ones_like(exact), exact], axis=1)
+    op = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32), x.shape)
+    kept = nums_M[rest]  # [P, m-2]
+    new_nums = jnp.concatenate(
+        [jnp.broadcast_to(kept[:, None, :], (len(pairs), 4, m - 2)), value[..., None]], axis=-1
+    )
+    return Children(
+        nums=new_nums.reshape(-1, m - 1),
+        x=x.reshape(-1),
+        op=op.reshape(-1),
+        y=y.reshape(-1),
+        value=value.reshape(-1),
+        valid=valid.reshape(-1),
+    )
+
+
+def sum_key(nums_KxM: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact sum heuristic (mean |n - target|) as a (quotient, scaled remainder) pair.
+
+    Pairs compare lexicographically as the rational means do, for states of any sizes 1..6.
+    """
+    m = nums_KxM.shape[-1]
+    total = jnp.sum(jnp.abs(nums_KxM - target), axis=-1)
+    return total // m, (total % m) * (HEURISTIC_LCM // m)
+
+
+def mult_key(nums_KxM: jax.Array, factors_F: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact mult heuristic (sum of distances to the nearest factor >= 2 of the target).
+
+    ``factors_F`` lists the target's factors, padded with a repeat of the target itself.
+    """
+    dist = jnp.min(jnp.abs(nums_KxM[..., None] - factors_F), axis=-1)
+    total = jnp.sum(dist, axis=-1)
+    return total, jnp.zeros_like(total)
+
+
+def factor_table(target: jax.Array, spec: CountdownSpec) -> jax.Array:
+    """Factors f in 2..target of ``target`` (ascending), padded to ``spec.max_divisors`` with the target."""
+    cand = jnp.arange(2, spec.target_max + 1, dtype=jnp.int32)
+    is_factor = (cand <= target) & (target % cand == 0)
+    order = jnp.argsort(jnp.where(is_factor, cand, INT32_MAX), stable=True)[: spec.max_divisors]
+    return jnp.where(is_factor[order], cand[order], target)
+
+
+def _solvable_leaves(nums_M: jax.Array, target: jax.Array):
+    """Whether each leaf of the full search tree equals the target, leaves in reference order.
+
+    Returns ``hits`` (flat bool over all leaves) and the per-level Children needed to read a path.
+    """
+    levels = []
+    frontier = nums_M[None, :]
+    while frontier.shape[-1] > 1:
+        ch = jax.vmap(expand)(frontier)
+        levels.append(ch)
+        frontier = ch.nums.reshape(-1, frontier.shape[-1] - 1)
+    valid = jnp.ones((1,), bool)
+    for ch in levels:
+        valid = (valid[:, None] & ch.valid).reshape(-1)
+    hits = valid & (frontier[:, 0] == target)
+    return hits, levels
+
+
+def solve(nums_M: jax.Array, target: jax.Array) -> dict:
+    """First solution in reference order (depth first: pairs, then operations).
+
+    Returns a dict with ``solvable`` (bool) and the operation fields ``x, op, y, value``, each of
+    shape [m-1], one entry per step (meaningless where not solvable).
+    """
+    hits, levels = _solvable_leaves(nums_M, target)
+    leaf = jnp.argmax(hits)
+    widths = [ch.x.shape[-1] for ch in levels]
+    steps = {k: [] for k in ("x", "op", "y", "value")}
+    for level, ch in enumerate(levels):
+        node = leaf // math.prod(widths[level + 1 :])  # index among all nodes of this level
+        parent, digit = node // widths[level], node % widths[level]
+        for k in steps:
+            steps[k].append(getattr(ch, k)[parent, digit])
+    return {"solvable": jnp.any(hits), **{k: jnp.stack(v) for k, v in steps.items()}}
+
+
+def held_out_targets(seed: int = 4, target_min: int = 10, target_max: int = 100, fraction: float = 0.1) -> list[int]:
+    """The held-out ("unseen") targets of the reference split, as the original generator drew them."""
+    targets = list(range(target_min, target_max + 1))
+    random.Random(seed).shuffle(targets)
+    return sorted(targets[: int(fraction * len(targets))])
+
+
+def split_targets(spec: CountdownSpec, split: str, seed: int = 4, fraction: float = 0.1) -> np.ndarray:
+    """Targets of a split: ``seen``, ``unseen`` or ``all`` (int32 array)."""
+    held = set(held_out_targets(seed, spec.target_min, spec.target_max, fraction))
+    every = range(spec.target_min, spec.target_max + 1)
+    if split == "all":
+        chosen = list(every)
+    elif split == "seen":
+        chosen = [t for t in every if t not in held]
+    elif split == "unseen":
+        chosen = sorted(held)
+    else:
+        raise ValueError(f"split={split!r}: must be 'seen', 'unseen' or 'all'")
+    if not chosen:
+        raise ValueError(f"split={split!r} has no targets in {spec.target_min}..{spec.target_max}")
+    return np.asarray(chosen, dtype=np.int32)
+
+
+@struct.dataclass
+class Problems:
+    """A batch of problems: ``nums_BxN`` (int32) and ``target_B``."""
+
+    nums: jax.Array
+    target: jax.Array
+
+
+def _draw(key, spec: CountdownSpec, targets_T, tries: int):
+    k_target, k_nums = jax.random.split(key)
+    target = targets_T[jax.random.randint(k_target, (), 0, targets_T.shape[0])]
+    nums = jax.random.randint(k_nums, (tries, spec.num_count), spec.num_min, spec.num_max + 1, dtype=jnp.int32)
+    return target, nums
+
+
+def sample_problems(key: jax.Array, indices_B: jax.Array, spec: CountdownSpec, targets_T: jax.Array,
+                    tries_per_round: int = 4, max_rounds: int = 64) -> tuple[Problems, jax.Array]:
+    """Solvable problems for the given global problem indices.
+
+    Problem ``i`` depends only on ``(key, i)``: its target is drawn uniformly from ``targets_T``
+    and its numbers are redrawn (target fixed) until the exhaustive on-device search finds a
+    solution, so the same seed gives the same problems whatever the batch size or device count.
+    Returns the problems and a bool flag per problem that is false only if ``max_rounds`` rounds of
+    ``tries_per_round`` draws found nothing solvable (the caller should treat that as an error).
+    """
+
+    def one(index):
+        pkey = jax.random.fold_in(key, index)
+        target, _ = _draw(pkey, spec, targets_T, 1)
+
+        def cond(carry):
+            round_, found, _ = carry
+            return (~found) & (round_ < max_rounds)
+
+        def body(carry):
+            round_, _, _ = carry
+            _, nums = _draw(jax.random.fold_in(pkey, round_ + 1), spec, targets_T, tries_per_round)
+            ok = jax.vmap(lambda n: jnp.any(_solvable_leaves(n, target)[0]))(nums)
+            first = jnp.argmax(ok)
+            return round_ + 1, jnp.any(ok), nums[first]
+
+        init = (jnp.int32(0), jnp.bool_(False), jnp.zeros((spec.num_count,), jnp.int32))
+        _, found, nums = jax.lax.while_loop(cond, body, init)
+        return nums, target, found
+
+    nums, target, found = jax.vmap(one)(indices_B)
+    return Problems(nums=nums, target=target), found
+
+
+def max_denominator(num_count: int) -> int:
+    """Number of leaves of the full search tree: the original rating's denominator (48, 1152, ...)."""
+    return math.prod(4 * math.comb(m, 2) for m in range(2, num_count + 1))

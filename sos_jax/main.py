@@ -1,0 +1,92 @@
+"""The sos_jax entry point.
+
+    python -m sos_jax.main --config=configs/NAME.py[:preset] --workdir=DIR [--config.a.b=value ...]
+
+runs the job that ``config.job`` names (see ``sos_jax.jobs.JOBS``). A bad flag, an unknown config
+field, a value of the wrong type or out of range, or a workdir holding an earlier run is reported
+as one line on stderr (exit status 2) before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from sos_jax.jobs import JOBS, ConfigError, WorkdirError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, optionally with a preset: FILE.py[:preset]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "folder for the job's outputs (summary.json, plots)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str) -> dict:
+    """Validates ``config`` for its job, then runs the job; returns the job's summary."""
+    job = config.get("job") if hasattr(config, "get") else None
+    if job not in JOBS:
+        raise ConfigError(f"config.job={job!r}: unknown job; choose one of {', '.join(sorted(JOBS))}")
+    module = importlib.import_module(JOBS[job])
+    module.validate(config, workdir)
+    return module.run(config, workdir)
+
+
+def _die(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else str(text)
+
+
+def _unknown_field(argv: list[str], error: Exception) -> str:
+    """Names the ``--config.`` override whose path does not exist in the config."""
+    text = str(error)
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    hint = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+    for word in words:
+        for arg in argv[1:]:
+            name = arg.lstrip("-")
+            if not name.startswith("config."):
+                continue
+            path = name[len("config."):].split("=", 1)[0]
+            if word in path.split("."):
+                return f"{arg}: the config has no field config.{path}{hint}"
+    return f"unknown config field: {_last_line(text)}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _die(_last_line(e))
+    except (AttributeError, KeyError) as e:  # an override of a field the config does not have
+        _die(_unknown_field(argv, e))
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _die(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    try:
+        config.get("job")  # a config file that failed to load raises here
+    except OSError as e:
+        _die(f"--config={flags.FLAGS['config'].config_filename}: {_last_line(e)}")
+    try:
+        run(config, _WORKDIR.value)
+    except (ConfigError, WorkdirError) as e:
+        _die(str(e))
+
+
+def main() -> None:
+    app.run(_main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    main()

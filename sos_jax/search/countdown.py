@@ -1,0 +1,195 @@
+"""Countdown Stream-of-Search traces as token ids, written on device.
+
+``dfs_traces``, ``bfs_traces`` and ``ot_traces`` write a batch of traces into a fixed
+``[batch, max_len]`` id buffer with per-row ``length``, ``solved`` and ``truncated`` flags (a
+truncated row holds the first ``max_len`` tokens of a longer trace and says so). ``sos_mix``
+samples the published training mix in one jitted call; ``replay`` re-creates reference traces
+from records in the format of the published examples.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from sos_jax.envs import countdown as env
+from sos_jax.search import countdown_bfs as bfs
+from sos_jax.search import countdown_dfs as dfs
+from sos_jax.search import countdown_ot as ot
+from sos_jax.search import countdown_render as render
+from sos_jax.search.countdown_tree import MULT, SUM
+from sos_jax.tokenizers import countdown as tok
+
+DFS, BFS, OT = 0, 1, 2
+STRATEGY_NAMES = ("dfs", "bfs", "ot")
+HEURISTIC_NAMES = ("sum", "mult")
+MAX_BEAM = bfs.MAX_BEAM
+
+__all__ = ["Traces", "DFS", "BFS", "OT", "SUM", "MULT", "dfs_traces", "bfs_traces", "ot_traces", "sos_mix",
+           "optimal_traces", "replay", "max_pops"]
+
+
+@struct.dataclass
+class Traces:
+    """A batch of traces: ``tokens`` [B, max_len] int32 (PAD after ``length``), ``length``,
+    ``total`` (the full trace length in tokens), ``solved`` and ``truncated`` per row, and the
+    strategy, heuristic and beam that made each row (beam 0 for DFS and OT)."""
+
+    tokens: jax.Array
+    length: jax.Array
+    total: jax.Array
+    solved: jax.Array
+    truncated: jax.Array
+    strategy: jax.Array
+    heuristic: jax.Array
+    beam: jax.Array
+
+
+def max_pops(num_count: int) -> int:
+    """Most nodes a beam search pops for ``num_count`` numbers (rows of its shuffle positions)."""
+    return int(bfs._structure(num_count)[1][-1])
+
+
+def _finish(tokens, length, total, solved, strategy, heuristic, beam):
+    return Traces(tokens=tokens, length=length, total=total, solved=solved, truncated=length < total,
+                  strategy=jnp.full(length.shape, strategy, jnp.int32),
+                  heuristic=heuristic, beam=beam)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "max_len"))
+def dfs_traces(nums_BxN, target_B, heuristic_B, threshold_B, *, spec: env.CountdownSpec, max_len: int) -> Traces:
+    """DFS traces (heuristic SUM or MULT per row, prune children whose heuristic exceeds the threshold)."""
+
+    def one(nums, target, heuristic, threshold):
+        factors = env.factor_table(target, spec)
+        kinds, refs, nodes, solved = dfs.dfs_lines(nums, target, heuristic, threshold, factors)
+        return (*render.render_lines(kinds, refs, nodes, target, max_len), solved)
+
+    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, threshold_B)
+    return _finish(tokens, length, total, solved, DFS, heuristic_B, jnp.zeros_like(length))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "max_len"))
+def bfs_traces(nums_BxN, target_B, heuristic_B, beam_B, positions_BxRxK, *, spec: env.CountdownSpec,
+               max_len: int) -> Traces:
+    """Best-first beam search traces; ``positions_BxRxK`` fixes each pop's shuffle (see countdown_bfs)."""
+
+    def one(nums, target, heuristic, beam, positions):
+        factors = env.factor_table(target, spec)
+        kinds, refs, nodes, solved = bfs.bfs_lines(nums, target, heuristic, beam, factors, positions)
+        return (*render.render_lines(kinds, refs, nodes, target, max_len), solved)
+
+    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, beam_B, positions_BxRxK)
+    return _finish(tokens, length, total, solved, BFS, heuristic_B, beam_B)
+
+
+@functools.partial(jax.jit, static_argnames=("max_len",))
+def ot_traces(nums_BxN, target_B, x_BxD, op_BxD, y_BxD, value_BxD, *, max_len: int) -> Traces:
+    """Optimal-path texts of given solutions (operation fields per step; see ``env.solve``).
+
+    ``solved`` is true when the operations are a valid solution of the row's problem.
+    """
+
+    def one(nums, target, x, op, y, value):
+        kinds, refs, nodes, valid = ot.ot_lines(nums, x, op, y, value)
+        tokens, length, total = render.render_lines(kinds, refs, nodes, target, max_len)
+        return tokens, length, total, valid & (value[-1] == target)
+
+    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, x_BxD, op_BxD, y_BxD, value_BxD)
+    zeros = jnp.zeros_like(length)
+    return _finish(tokens, length, total, solved, OT, zeros, zeros)
+
+
+@functools.partial(jax.jit, static_argnames=("max_len",))
+def optimal_traces(nums_BxN, target_B, *, max_len: int) -> Traces:
+    """Optimal-path texts of the first solution the on-device solver finds for each problem."""
+    sol = jax.vmap(env.solve)(nums_BxN, target_B)
+    traces = ot_traces(nums_BxN, target_B, sol["x"], sol["op"], sol["y"], sol["value"], max_len=max_len)
+    return traces.replace(solved=traces.solved & sol["solvable"])
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "max_len"))
+def sos_mix(key: jax.Array, problems: env.Problems, *, spec: env.CountdownSpec, max_len: int) -> Traces:
+    """Traces of the Stream-of-Search training mix for a batch of problems, in one call.
+
+    Half the rows (a random half) get DFS with threshold = target, the others a best-first beam
+    search with beam uniform in 1..5; each row's heuristic is SUM or MULT with equal chance, and
+    BFS shuffles come from ``key``. The DFS/BFS split is exact within a batch, so each half has a
+    static shape and no row pays for the other strategy.
+    """
+    batch = problems.target.shape[0]
+    k_split, k_heur, k_beam, k_shuffle = jax.random.split(key, 4)
+    order = jax.random.permutation(k_split, batch)
+    n_dfs = batch // 2
+    dfs_rows, bfs_rows = order[:n_dfs], order[n_dfs:]
+    heuristic = jax.random.randint(k_heur, (batch,), 0, 2, dtype=jnp.int32)
+    beam = jax.random.randint(k_beam, (batch,), 1, MAX_BEAM + 1, dtype=jnp.int32)
+    pops = max_pops(spec.num_count)
+    positions = jax.vmap(lambda k: bfs.random_positions(k, pops))(jax.random.split(k_shuffle, batch - n_dfs))
+    nums, target = problems.nums, problems.target
+    d = dfs_traces(nums[dfs_rows], target[dfs_rows], heuristic[dfs_rows], target[dfs_rows], spec=spec, max_len=max_len)
+    b = bfs_traces(nums[bfs_rows], target[bfs_rows], heuristic[bfs_rows], beam[bfs_rows], positions, spec=spec,
+                   max_len=max_len)
+    merged = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), d, b)
+    inverse = jnp.argsort(order)
+    return jax.tree.map(lambda a: a[inverse], merged)
+
+
+def _records_by_shape(records):
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault((rec["strategy"], len(rec["nums"])), []).append(i)
+    return groups
+
+
+def _heuristic_id(name: str) -> int:
+    names = {"sum_heuristic": SUM, "sum": SUM, "mult_heuristic": MULT, "mult": MULT}
+    if name not in names:
+        raise ValueError(f"heuristic={name!r}: must be one of {sorted(names)}")
+    return names[name]
+
+
+def replay(records: Sequence[dict], max_len: int = 16384) -> list[str]:
+    """Trace texts for records with the fields of the published examples, made on device.
+
+    Each record has ``nums``, ``target``, ``strategy`` ("dfs" or "bfs"), ``heuristic``, and
+    ``dfs_threshold`` (DFS) or ``beam_size`` and ``bfs_shuffle_perms`` (BFS). The buffer grows
+    until no trace is truncated.
+    """
+    out: list[str | None] = [None] * len(records)
+    for (strategy, n), rows in _records_by_shape(records).items():
+        if strategy not in ("dfs", "bfs"):
+            raise ValueError(f"record {rows[0]}: strategy={strategy!r}, must be 'dfs' or 'bfs'")
+        group = [records[i] for i in rows]
+        targets = [int(r["target"]) for r in group]
+        spec = env.CountdownSpec(num_count=n, num_min=0, num_max=max(max(r["nums"]) for r in group),
+                                 target_min=min(targets), target_max=max(targets)).validate()
+        nums = jnp.asarray([r["nums"] for r in group], jnp.int32)
+        target = jnp.asarray(targets, jnp.int32)
+        heuristic = jnp.asarray([_heuristic_id(r["heuristic"]) for r in group], jnp.int32)
+        length = max_len
+        while True:
+            if strategy == "dfs":
+                threshold = jnp.asarray([int(r["dfs_threshold"]) for r in group], jnp.int32)
+                traces = dfs_traces(nums, target, heuristic, threshold, spec=spec, max_len=length)
+            else:
+                beams = [int(r["beam_size"]) for r in group]
+                if not all(1 <= b <= MAX_BEAM for b in beams):
+                    raise ValueError(f"beam_size must be in 1..{MAX_BEAM}, got {beams}")
+                pops = max_pops(n)
+                positions = jnp.asarray(np.stack([bfs.positions_from_perms(r["bfs_shuffle_perms"], pops)
+                                                  for r in group]))
+                traces = bfs_traces(nums, target, heuristic, jnp.asarray(beams, jnp.int32), positions, spec=spec,
+                                    max_len=length)
+            if not bool(jnp.any(traces.truncated)):
+                break
+            length *= 2
+        texts = tok.decode_batch(traces.tokens, traces.length)
+        for i, text in zip(rows, texts):
+            out[i] = text
+    return out  # type: ignore[return-value]

@@ -1,0 +1,30 @@
+"""benchmarks/countdown_gen.py runs with a tiny --n and prints one parseable JSON object last."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_json_last_line():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "countdown_gen.py"),
+           "--n", "48", "--batch", "24", "--max-len", "256", "--python-n", "8", "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) > 1  # the readable table comes first
+    out = json.loads(lines[-1])
+    for key in ("traces_per_s", "python_traces_per_s", "ratio", "compile_s", "n", "backend", "max_len",
+                "truncated_share", "solve_rate", "median_tokens", "p95_tokens", "by_strategy"):
+        assert key in out, key
+    assert out["n"] == 48 and out["max_len"] == 256 and out["backend"] == "cpu"
+    assert out["traces_per_s"] > 0 and out["python_traces_per_s"] > 0 and out["compile_s"] > 0
+    assert abs(out["ratio"] - out["traces_per_s"] / out["python_traces_per_s"]) < 1e-9 * out["ratio"]
+    by = out["by_strategy"]
+    assert set(by) == {"dfs", "bfs"}
+    assert by["dfs"]["count"] + by["bfs"]["count"] == 48
+    for s in by.values():
+        assert {"median_tokens", "p95_tokens", "solve_rate", "truncated_share"} <= set(s)

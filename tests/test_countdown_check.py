@@ -1,0 +1,273 @@
+"""The pure-Python trace checker: golden verdicts, hand-made cases, and fuzzing."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sos_jax.envs.countdown_check import REASONS, TraceVerdict, check_trace, max_nodes
+
+ROWS = [
+    json.loads(line)
+    for line in (pathlib.Path(__file__).parent / "data" / "countdown_examples.jsonl").read_text().splitlines()
+]
+
+
+def reason_code(verdict: TraceVerdict) -> int:
+    return REASONS.index(verdict.reason)
+
+
+def ot_text(nums, target, ops, goal=None):
+    """An optimal-path style text for ``ops`` (each "a<sym>b=c"), with its goal line."""
+    lines = [f"Current State: {target}:{list(nums)}, Operations: []"]
+    done = []
+    for k, op in enumerate(ops):
+        lines.append(f"Exploring Operation: {op}, Resulting Numbers: [0]")
+        done.append(op)
+        if k < len(ops) - 1:
+            lines.append(f"Generated Node #{k + 2}: [0] from Operation: {op}")
+            lines.append(f"Current State: {target}:[0], Operations: {done!r}")
+    x = ops[-1].split("=")[1]
+    lines.append(goal if goal is not None else f"{x},{target} equal: Goal Reached")
+    return "\n".join(lines) + "\n"
+
+
+def test_max_nodes():
+    assert [max_nodes(n) for n in (2, 3, 4, 5)] == [4, 48, 1152, 46080]
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_golden_traces(strip):
+    for row in ROWS:
+        text = row["trace"].strip() if strip else row["trace"]
+        v = check_trace(text, row["nums"], row["target"])
+        assert v.solved == row["solved"], row["id"]
+        assert [v.lax_rating, v.lax_reason] == row["metric_fn"], row["id"]
+        assert v.lax_solved == row["solved"]
+        assert v.rating == (row["generator_rating"] if row["solved"] else 0.0)
+        assert v.reason == ("solved" if row["solved"] else "no goal line")
+
+
+def test_golden_optimal_paths():
+    buggy = 0
+    for row in ROWS:
+        v = check_trace(row["optimal_path"], row["nums"], row["target"])
+        assert [v.lax_rating, v.lax_reason] == row["optimal_path_metric_fn"], row["id"]
+        # The original OT writer sometimes removes both copies of a repeated number and then
+        # prints a premature goal line: both verdicts reject those, for different reasons.
+        assert v.solved == v.lax_solved
+        if not v.solved:
+            buggy += 1
+            assert len(set(row["nums"])) < len(row["nums"])
+            assert v.reason == REASONS[4]
+        else:
+            assert v.rating == v.lax_rating == 1 - 4 / 1152
+    assert buggy == 12
+
+
+NUMS, TARGET = [1, 2, 3, 4], 24
+
+
+def test_valid_solution():
+    v = check_trace(ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6*4=24"]), NUMS, TARGET)
+    assert v.solved and v.lax_solved and v.reason == "solved" and v.lax_reason == "Valid path."
+    assert v.rating == v.lax_rating == 1 - 4 / 1152
+
+
+def test_reuse_fails_strict_passes_lax():
+    v = check_trace(ot_text(NUMS, TARGET, ["3*4=12", "4-2=2", "12*2=24"]), NUMS, TARGET)
+    assert not v.solved and v.reason == REASONS[6] and v.rating == 0.0
+    assert v.lax_solved and v.lax_rating > 0
+
+
+def test_leftover_fails_strict_passes_lax():
+    v = check_trace(ot_text(NUMS, TARGET, ["2*3=6", "6*4=24"]), NUMS, TARGET)
+    assert not v.solved and v.reason == REASONS[4]
+    assert v.lax_solved
+
+
+def test_wrong_arithmetic_fails_both():
+    v = check_trace(ot_text(NUMS, TARGET, ["1*2=2", "2*3=7", "7*4=24"]), NUMS, TARGET)
+    assert not v.solved and v.reason == REASONS[5]
+    assert not v.lax_solved and v.lax_reason == "Invalid operation: 2*3=7"
+    v = check_trace(ot_text([7, 2, 12], 15, ["7/2=3", "12+3=15"]), [7, 2, 12], 15)
+    assert v.reason == REASONS[5] and v.lax_reason == "Invalid operation: 7/2=3"
+
+
+def test_final_result_not_target():
+    v = check_trace(ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6+4=10"]), NUMS, TARGET)
+    assert v.reason == REASONS[7]
+    assert v.lax_reason == "Invalid path: Final operation does not result in target."
+
+
+def test_goal_line_must_match():
+    ops = ["1*2=2", "2*3=6", "6*4=24"]
+    v = check_trace(ot_text(NUMS, TARGET, ops, goal="23,24 equal: Goal Reached"), NUMS, TARGET)
+    assert v.reason == REASONS[8] and v.lax_solved  # the original never reads the goal line's numbers
+    v = check_trace(ot_text(NUMS, TARGET, ops, goal="024,24 equal: Goal Reached"), NUMS, TARGET)
+    assert v.reason == REASONS[8]
+
+
+def test_leading_zeros_fail_strict():
+    text = ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6*4=024"], goal="24,24 equal: Goal Reached")
+    v = check_trace(text, NUMS, TARGET)
+    assert v.reason == REASONS[3] and v.lax_solved  # int("024") == 24 for the original
+
+
+def test_first_goal_line_decides():
+    good = ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6*4=24"])
+    bad = ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6*4=25"], goal="25,24 equal: Goal Reached")
+    assert not check_trace(bad + good, NUMS, TARGET).solved
+    assert check_trace(good + bad, NUMS, TARGET).solved
+    # "Goal Reached" without the "<x>,<t>" prefix is not a goal line.
+    v = check_trace("24 equal: Goal Reached\n" + good, NUMS, TARGET)
+    assert v.solved and v.lax_solved
+
+
+def test_two_numbers():
+    # The original splits an empty Operations list into one empty operation and rejects it.
+    v = check_trace(ot_text([4, 6], 24, ["4*6=24"]), [4, 6], 24)
+    assert v.solved and v.rating == 1 - 2 / 4
+    assert v.lax_reason == "Could not split operation into lhs, rhs"
+
+
+def test_rating_counts_every_exploring_operation():
+    text = ot_text(NUMS, TARGET, ["1*2=2", "2*3=6", "6*4=24"]) + "Exploring Operation junk\n"
+    assert check_trace(text, NUMS, TARGET).rating == 1 - 5 / 1152
+
+
+@pytest.mark.parametrize(
+    "text, lax_reason",
+    [
+        ("", "No goal reached statement found."),
+        ("24,24 equal: Goal Reached", "No operations found leading to the goal."),
+        (
+            "Exploring Operation: 6*4=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+            "Invalid path: No current state found before the goal.",
+        ),
+        (
+            "Current State: 24:[1, 2, 3, 4], Operations: ['1*2=2', '2*3=6']\n"
+            "Exploring Operation: 6*4=25, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+            "Invalid path: Final operation does not result in target.",
+        ),
+        (
+            "Current State: 24:[1, 2, 3, 4], Operations: ['01*2=2', '2*3=6']\n"
+            "Exploring Operation: 6*4=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+            "Error in evaluating operation 01*2=2: leading zeros in decimal integer literals are not "
+            "permitted; use an 0o prefix for octal integers (<string>, line 1)",
+        ),
+        (
+            "Current State: 24:[1, 2, 3, 4], Operations: ['1*2=2', '2*9=18']\n"
+            "Exploring Operation: 6*4=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+            "Invalid operation: 2*9=18, number 9 not available in [1, 2, 3, 4, 2]",
+        ),
+        (
+            "Current State: 24:[1, 2, 3, 4], Operations: ['1*2=2=2']\n"
+            "Exploring Operation: 6*4=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached<|endoftext|>",
+            "Could not split operation into lhs, rhs",
+        ),
+        (
+            "Current State: 24:[1, 2, 3, 4], Operations: ['2/0=2']\n"
+            "Exploring Operation: 6*4=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+            "Error in evaluating operation 2/0=2: division by zero",
+        ),
+    ],
+)
+def test_lax_messages(text, lax_reason):
+    v = check_trace(text, NUMS, TARGET)
+    assert v.lax_reason == lax_reason
+    assert not v.solved
+
+
+def test_hostile_numbers_and_characters():
+    big = "9" * 5000
+    for text in [
+        f"Current State: 24:[1], Operations: ['{big}*2=2']\nExploring Operation: 6*4=24, Resulting Numbers: [24]\n"
+        "24,24 equal: Goal Reached",
+        f"Current State: 24:[1], Operations: ['1*2=2']\nExploring Operation: 6*4={big}, Resulting Numbers: [24]\n"
+        "24,24 equal: Goal Reached",
+        "Current State: 24:[1], Operations: ['9**9**9**9=1']\nExploring Operation: 6*4=24, Resulting Numbers: []\n"
+        "24,24 equal: Goal Reached",
+        "Current State: 24:[1], Operations: ['٣+1=4', '(((1)))=1', '__import__(1)=1']\n"
+        "Exploring Operation: 6*4=24, Resulting Numbers: []\n٢٤,24 equal: Goal Reached",
+        "Current State: 24:[1234567890], Operations: ['1234567890+1=1234567891']\n"
+        "Exploring Operation: 1234567891-1234567867=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached",
+    ]:
+        v = check_trace(text, [1, 1234567890, 1234567867], TARGET)
+        assert isinstance(v, TraceVerdict) and not v.solved
+
+
+# Trace-like text: golden lines with random mutations.
+OPERATORS = "+-*/"
+
+
+@st.composite
+def mutated_traces(draw):
+    """(text, nums, target): a window of golden lines around a goal line, mutated a few times."""
+    row = draw(st.sampled_from(ROWS))
+    text = draw(st.sampled_from([row["trace"], row["optimal_path"]]))
+    lines = text.splitlines(keepends=True)
+    goal = next((i for i, line in enumerate(lines) if "Goal Reached" in line), draw(st.integers(0, len(lines) - 1)))
+    lo = max(0, goal - draw(st.integers(0, 8)))
+    lines = lines[lo : goal + draw(st.integers(1, 4))]
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "digit", "operator", "truncate", "goal", "splice"]))
+        i = draw(st.integers(0, len(lines) - 1)) if lines else 0
+        if not lines:
+            break
+        line = lines[i]
+        if kind == "delete":
+            del lines[i]
+        elif kind == "duplicate":
+            lines.insert(i, line)
+        elif kind == "swap" and i + 1 < len(lines):
+            lines[i], lines[i + 1] = lines[i + 1], line
+        elif kind == "digit" and any(c.isdigit() for c in line):
+            j = draw(st.sampled_from([j for j, c in enumerate(line) if c.isdigit()]))
+            new = draw(st.sampled_from(["", "0", "1", "7", "99", "1234567890"]))
+            lines[i] = line[:j] + new + line[j + 1 :]
+        elif kind == "operator" and any(c in OPERATORS for c in line):
+            j = draw(st.sampled_from([j for j, c in enumerate(line) if c in OPERATORS]))
+            lines[i] = line[:j] + draw(st.sampled_from(OPERATORS)) + line[j + 1 :]
+        elif kind == "truncate":
+            lines[i] = line[: draw(st.integers(0, len(line)))]
+            del lines[i + 1 :]
+        elif kind == "goal" and "unequal: No Solution" in line:
+            x = draw(st.sampled_from([line.split(",")[0], str(row["target"])]))
+            lines[i] = f"{x},{row['target']} equal: Goal Reached\n"
+        elif kind == "splice":
+            other = draw(st.sampled_from(ROWS))["trace"].splitlines(keepends=True)
+            lines.insert(i, draw(st.sampled_from(other)))
+    text = "".join(lines)
+    if draw(st.booleans()):
+        text = text.strip()
+    return text, row["nums"], row["target"]
+
+
+def check_consistent(v: TraceVerdict):
+    assert isinstance(v, TraceVerdict)
+    assert v.reason in REASONS and v.solved == (v.reason == "solved")
+    assert v.lax_solved == (v.lax_reason == "Valid path.")
+    assert 0.0 <= v.rating <= 1.0 and 0.0 <= v.lax_rating <= 1.0
+    assert v.solved or v.rating == 0.0
+    assert v.lax_solved or v.lax_rating == 0.0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(), st.lists(st.integers(-(10**12), 10**12), max_size=7), st.integers(-(10**12), 10**12))
+def test_arbitrary_text_never_raises(text, nums, target):
+    check_consistent(check_trace(text, nums, target))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_traces())
+def test_mutated_traces_never_raise(case):
+    text, nums, target = case
+    v = check_trace(text, nums, target)
+    check_consistent(v)
+    if "Goal Reached" not in text:
+        assert not v.solved and not v.lax_solved

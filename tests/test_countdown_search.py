@@ -1,0 +1,191 @@
+"""On-device Countdown trace writers against the golden records and the plain-Python oracle."""
+
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from sos_jax.envs import countdown as env
+from sos_jax.search import countdown as cd
+from sos_jax.search import countdown_bfs
+from sos_jax.search import countdown_python as ref
+from sos_jax.tokenizers import countdown as tok
+
+RECORDS = [json.loads(line) for line in (Path(__file__).parent / "data" / "countdown_examples.jsonl").open()]
+SPEC = env.CountdownSpec()
+MAX_LEN = 2048
+OPS = {"+": 0, "*": 1, "-": 2, "/": 3}
+
+
+def _texts(traces):
+    return tok.decode_batch(traces.tokens, traces.length)
+
+
+def test_replay_reproduces_every_golden_trace():
+    texts = cd.replay(RECORDS)
+    wrong = [r["id"] for r, text in zip(RECORDS, texts) if text != r["trace"]]
+    assert wrong == [], f"records whose replayed trace differs: {wrong}"
+
+
+def test_replay_rejects_bad_records():
+    bfs = next(r for r in RECORDS if r["strategy"] == "bfs")
+    with pytest.raises(ValueError, match="beam_size"):
+        cd.replay([dict(bfs, beam_size=9)])
+    with pytest.raises(ValueError, match="permutation"):
+        cd.replay([dict(bfs, bfs_shuffle_perms=[[0, 0]])])
+    with pytest.raises(ValueError, match="strategy"):
+        cd.replay([dict(bfs, strategy="astar")])
+
+
+def _solution_fields(solution):
+    fields = [re.fullmatch(r"(\d+)([+*/-])(\d+)=(\d+)", op).groups() for op in solution]
+    return [[int(f[0]) for f in fields], [OPS[f[1]] for f in fields], [int(f[2]) for f in fields],
+            [int(f[3]) for f in fields]]
+
+
+def test_optimal_path_matches_golden_and_fixes_duplicate_bug():
+    problems = {r["problem_id"]: r for r in RECORDS}.values()
+    fields = [_solution_fields(r["solution"]) for r in problems]
+    traces = cd.ot_traces(
+        jnp.asarray([r["nums"] for r in problems]), jnp.asarray([r["target"] for r in problems]),
+        *(jnp.asarray([f[i] for f in fields]) for i in range(4)), max_len=512)
+    assert bool(traces.solved.all())
+    for record, text in zip(problems, _texts(traces)):
+        assert text == ref.ot_trace(record["nums"], record["target"], record["solution"])
+        if len(set(record["nums"])) == len(record["nums"]):
+            assert text == record["optimal_path"]
+        else:  # the original deleted both copies of a repeated number
+            assert text != record["optimal_path"]
+
+
+@pytest.fixture(scope="module")
+def problems():
+    targets = jnp.asarray(env.split_targets(SPEC, "all"))
+    sample = jax.jit(env.sample_problems, static_argnames=("spec",))
+    probs, found = sample(jax.random.key(7), jnp.arange(96), spec=SPEC, targets_T=targets)
+    assert bool(found.all())
+    return probs
+
+
+def test_sampled_problems_are_solvable_and_in_range(problems):
+    nums, targets = np.asarray(problems.nums), np.asarray(problems.target)
+    assert nums.min() >= SPEC.num_min and nums.max() <= SPEC.num_max
+    assert targets.min() >= SPEC.target_min and targets.max() <= SPEC.target_max
+    for row, target in zip(nums.tolist(), targets.tolist()):
+        assert ref.solve(row, target) is not None
+
+
+def test_sampling_does_not_depend_on_batching():
+    targets = jnp.asarray(env.split_targets(SPEC, "seen"))
+    sample = jax.jit(env.sample_problems, static_argnames=("spec",))
+    whole, _ = sample(jax.random.key(3), jnp.arange(40), spec=SPEC, targets_T=targets)
+    first, _ = sample(jax.random.key(3), jnp.arange(24), spec=SPEC, targets_T=targets)
+    second, _ = sample(jax.random.key(3), jnp.arange(24, 40), spec=SPEC, targets_T=targets)
+    np.testing.assert_array_equal(whole.nums, np.concatenate([first.nums, second.nums]))
+    np.testing.assert_array_equal(whole.target, np.concatenate([first.target, second.target]))
+    assert set(np.asarray(whole.target).tolist()) <= set(np.asarray(targets).tolist())
+
+
+def test_held_out_targets_reproduce_the_reference_split():
+    assert env.held_out_targets(4) == [14, 39, 41, 57, 62, 81, 87, 89, 96]
+    unseen = env.split_targets(SPEC, "unseen")
+    seen = env.split_targets(SPEC, "seen")
+    assert len(seen) == 82 and not set(seen) & set(unseen)
+
+
+@pytest.mark.parametrize("field,value", [("num_count", 7), ("num_count", 2), ("target_min", 1), ("num_max", 1000)])
+def test_spec_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        env.CountdownSpec(**{field: value}).validate()
+
+
+def test_dfs_matches_python_oracle(problems):
+    heuristic = jnp.arange(problems.target.shape[0]) % 2
+    traces = cd.dfs_traces(problems.nums, problems.target, heuristic, problems.target, spec=SPEC, max_len=MAX_LEN)
+    for i, text in enumerate(_texts(traces)):
+        nums, target = np.asarray(problems.nums[i]).tolist(), int(problems.target[i])
+        full = ref.dfs_trace(nums, target, ("sum", "mult")[int(heuristic[i])], target)
+        assert int(traces.total[i]) == len(tok.encode(full))
+        assert bool(traces.solved[i]) == ("Goal Reached" in full)
+        if bool(traces.truncated[i]):
+            assert full.startswith(text) and int(traces.length[i]) <= MAX_LEN
+        else:
+            assert text == full
+
+
+class _ShuffleFromPositions:
+    """A ``random.Random`` stand-in whose ``shuffle`` applies recorded on-device print positions."""
+
+    def __init__(self, positions):
+        self.positions, self.calls = positions, 0
+
+    def shuffle(self, items):
+        pos = self.positions[self.calls][: len(items)]
+        ranks = [sum(p < q for p in pos) for q in pos]
+        items[:] = [items[ranks.index(k)] for k in range(len(items))]
+        self.calls += 1
+
+
+def test_bfs_with_device_shuffles_matches_python_oracle(problems):
+    batch = problems.target.shape[0]
+    heuristic = jnp.arange(batch) % 2
+    beam = 1 + jnp.arange(batch) % 5
+    pops = cd.max_pops(SPEC.num_count)
+    positions = jax.vmap(lambda k: countdown_bfs.random_positions(k, pops))(jax.random.split(jax.random.key(1), batch))
+    traces = cd.bfs_traces(problems.nums, problems.target, heuristic, beam, positions, spec=SPEC, max_len=MAX_LEN)
+    for i, text in enumerate(_texts(traces)):
+        nums, target = np.asarray(problems.nums[i]).tolist(), int(problems.target[i])
+        full, _ = ref.bfs_trace(nums, target, ("sum", "mult")[int(heuristic[i])], int(beam[i]),
+                                rng=_ShuffleFromPositions(np.asarray(positions[i]).tolist()))
+        assert bool(traces.solved[i]) == ("Goal Reached" in full)
+        assert int(traces.total[i]) == len(tok.encode(full))
+        assert full.startswith(text) and (text == full) != bool(traces.truncated[i])
+
+
+def test_optimal_traces_from_device_solver(problems):
+    traces = cd.optimal_traces(problems.nums, problems.target, max_len=512)
+    assert bool(traces.solved.all()) and not bool(traces.truncated.any())
+    for i, text in enumerate(_texts(traces)):
+        nums, target = np.asarray(problems.nums[i]).tolist(), int(problems.target[i])
+        assert text == ref.ot_trace(nums, target, ref.solve(nums, target))
+
+
+def test_sos_mix_tokens_are_canonical_and_flags_consistent(problems):
+    traces = cd.sos_mix(jax.random.key(0), problems, spec=SPEC, max_len=MAX_LEN)
+    strategy = np.asarray(traces.strategy)
+    assert abs(int((strategy == cd.DFS).sum()) - int((strategy == cd.BFS).sum())) <= 1
+    beams = np.asarray(traces.beam)[strategy == cd.BFS]
+    assert beams.min() >= 1 and beams.max() <= 5
+    tokens, length = np.asarray(traces.tokens), np.asarray(traces.length)
+    for row, n in zip(tokens, length):
+        assert tok.encode(tok.decode(row[:n])) == row[:n].tolist()
+        assert (row[n:] == tok.PAD).all()
+    np.testing.assert_array_equal(np.asarray(traces.truncated), np.asarray(traces.total) > length)
+
+
+def test_truncated_rows_are_flagged_prefixes(problems):
+    small = cd.dfs_traces(problems.nums, problems.target, jnp.zeros_like(problems.target), problems.target, spec=SPEC,
+                          max_len=64)
+    large = cd.dfs_traces(problems.nums, problems.target, jnp.zeros_like(problems.target), problems.target, spec=SPEC,
+                          max_len=MAX_LEN)
+    assert bool(small.truncated.any())
+    np.testing.assert_array_equal(small.total, large.total)
+    for i in range(problems.target.shape[0]):
+        n = int(small.length[i])
+        assert n <= 64 and (n == int(large.total[i])) != bool(small.truncated[i])
+        np.testing.assert_array_equal(small.tokens[i, :n], large.tokens[i, :n])
+
+
+def test_sos_mix_sharded_over_devices_equals_single_device(problems):
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded = jax.device_put(problems, NamedSharding(mesh, PartitionSpec("data")))
+    key = jax.random.key(5)
+    on_mesh = cd.sos_mix(key, sharded, spec=SPEC, max_len=MAX_LEN)
+    single = cd.sos_mix(key, jax.device_put(problems, jax.devices()[0]), spec=SPEC, max_len=MAX_LEN)
+    for a, b in zip(jax.tree.leaves(on_mesh), jax.tree.leaves(single)):
+        np.testing.assert_array_equal(a, b)
