@@ -65,7 +65,7 @@ def bench_device(args) -> dict:
     batch = min(args.batch, args.n)
     gen = generate.build_generator(spec, targets, strategy="sos", max_len=args.max_len, batch_size=batch)
 
-    # Warm-up: one batch of the same shape, on problems outside the measured range.
+    # Warm-up: one batch of the same shape (another seed, so other problems than the measured ones).
     start = time.perf_counter()
     k_problems, k_search = generate.batch_keys(args.seed + 1)
     problems, _ = gen.sample(k_problems, jax.numpy.arange(batch, dtype=jax.numpy.int32), gen.targets)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sos_jax.envs import countdown_check as cc
 from sos_jax.envs.countdown_check import REASONS, TraceVerdict, check_trace, max_nodes
 
 ROWS = [
@@ -271,3 +273,39 @@ def test_mutated_traces_never_raise(case):
     check_consistent(v)
     if "Goal Reached" not in text:
         assert not v.solved and not v.lax_solved
+
+
+# The original's regexes, which countdown_check matches by hand in linear time.
+ORIGINAL_GOAL = re.compile(r"\d+,\d+ equal: Goal Reached")
+STRICT_GOAL = re.compile(r"([0-9]+),([0-9]+) equal: Goal Reached")
+ORIGINAL_EXPLORE = re.compile(r"Exploring Operation: (.*?=\d+), Resulting Numbers: \[(.*?)\]")
+ORIGINAL_STATE = re.compile(r"Current State: \d+:\[.*?\], Operations: \[(.*?)\]")
+FRAGMENTS = [
+    "Exploring Operation: ", ", Resulting Numbers: [", "Current State: ", "], Operations: [",
+    " equal: Goal Reached", ":[", "]", "[", "=", ",", "1", "23", "\u0663", "\n", "x", "'", " ",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=30).map("".join))
+def test_hand_matchers_equal_the_original_regexes(text):
+    m, goal = ORIGINAL_GOAL.search(text), cc._first_goal(text, str.isdecimal)
+    assert (goal and goal[0]) == (m and m.start())
+    m, goal = STRICT_GOAL.search(text), cc._first_goal(text, cc._is_ascii_digit)
+    assert goal == (m and (m.start(), *m.groups()))
+    found = ORIGINAL_EXPLORE.findall(text)
+    assert cc._lax_last_explore(text) == (found[-1][0] if found else None)
+    found = ORIGINAL_STATE.findall(text)
+    assert cc._lax_last_state(text) == (found[-1] if found else None)
+
+
+def test_long_lines_are_fast():
+    # The original's regexes take seconds to minutes on these; the hand matchers are linear.
+    for text in [
+        "1" * 200_000 + " x",
+        "Exploring Operation: " * 20_000 + "1,1 equal: Goal Reached",
+        "Exploring Operation: 1+1=2, Resulting Numbers: [2]\n"
+        + "Current State: 1:[" * 20_000
+        + "\n1,1 equal: Goal Reached",
+    ]:
+        check_consistent(check_trace(text, [1, 2], 2))

@@ -9,6 +9,7 @@ meant to be used under ``jax.jit`` and ``jax.vmap``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -218,44 +219,53 @@ class Problems:
     target: jax.Array
 
 
-def _draw(key, spec: CountdownSpec, targets_T, tries: int):
-    k_target, k_nums = jax.random.split(key)
-    target = targets_T[jax.random.randint(k_target, (), 0, targets_T.shape[0])]
-    nums = jax.random.randint(k_nums, (tries, spec.num_count), spec.num_min, spec.num_max + 1, dtype=jnp.int32)
-    return target, nums
+def _solvable(nums_M: jax.Array, target: jax.Array) -> jax.Array:
+    return jnp.any(_solvable_leaves(nums_M, target)[0])
+
+
+def _try_round(problem_key, target, round_, spec: CountdownSpec, tries: int):
+    """Draws ``tries`` number lists for round ``round_`` of one problem; the first solvable one wins."""
+    nums = jax.random.randint(jax.random.fold_in(problem_key, round_ + 1), (tries, spec.num_count), spec.num_min,
+                              spec.num_max + 1, dtype=jnp.int32)
+    ok = jax.vmap(_solvable, in_axes=(0, None))(nums, target)
+    return jnp.any(ok), nums[jnp.argmax(ok)]
 
 
 def sample_problems(key: jax.Array, indices_B: jax.Array, spec: CountdownSpec, targets_T: jax.Array,
-                    tries_per_round: int = 4, max_rounds: int = 64) -> tuple[Problems, jax.Array]:
+                    tries_per_round: int = 8, max_rounds: int = 256) -> tuple[Problems, jax.Array]:
     """Solvable problems for the given global problem indices.
 
-    Problem ``i`` depends only on ``(key, i)``: its target is drawn uniformly from ``targets_T``
-    and its numbers are redrawn (target fixed) until the exhaustive on-device search finds a
-    solution, so the same seed gives the same problems whatever the batch size or device count.
-    Returns the problems and a bool flag per problem that is false only if ``max_rounds`` rounds of
-    ``tries_per_round`` draws found nothing solvable (the caller should treat that as an error).
+    Problem ``i`` depends only on ``(key, i)``: its target is drawn uniformly from ``targets_T``,
+    then rounds of ``tries_per_round`` number lists are drawn (target fixed) until the exhaustive
+    on-device search finds a solvable one, the first in draw order. So the same seed gives the same
+    problems whatever the batch size or device count. All problems try one round together; the
+    few left unsolved then retry in small chunks, so a hard target does not hold up the batch.
+    Returns the problems and a bool flag per problem that is false only if ``max_rounds`` rounds
+    found nothing solvable (the caller should treat that as an error).
     """
+    batch = indices_B.shape[0]
+    problem_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices_B)
+    target = jax.vmap(lambda k: targets_T[jax.random.randint(k, (), 0, targets_T.shape[0])])(problem_keys)
+    try_round = jax.vmap(functools.partial(_try_round, spec=spec, tries=tries_per_round))
+    found, nums = try_round(problem_keys, target, jnp.zeros((batch,), jnp.int32))
+    rounds = jnp.ones((batch,), jnp.int32)
+    chunk = max(1, batch // 16)
 
-    def one(index):
-        pkey = jax.random.fold_in(key, index)
-        target, _ = _draw(pkey, spec, targets_T, 1)
+    def pending(state):
+        found, _, rounds = state
+        return ~found & (rounds < max_rounds)
 
-        def cond(carry):
-            round_, found, _ = carry
-            return (~found) & (round_ < max_rounds)
+    def retry(state):
+        found, nums, rounds = state
+        rows = jnp.nonzero(pending(state), size=chunk, fill_value=batch)[0]
+        safe = jnp.minimum(rows, batch - 1)
+        ok, drawn = try_round(problem_keys[safe], target[safe], rounds[safe])
+        found = found.at[rows].set(ok, mode="drop")
+        nums = nums.at[rows].set(drawn, mode="drop")
+        rounds = rounds.at[rows].add(1, mode="drop")
+        return found, nums, rounds
 
-        def body(carry):
-            round_, _, _ = carry
-            _, nums = _draw(jax.random.fold_in(pkey, round_ + 1), spec, targets_T, tries_per_round)
-            ok = jax.vmap(lambda n: jnp.any(_solvable_leaves(n, target)[0]))(nums)
-            first = jnp.argmax(ok)
-            return round_ + 1, jnp.any(ok), nums[first]
-
-        init = (jnp.int32(0), jnp.bool_(False), jnp.zeros((spec.num_count,), jnp.int32))
-        _, found, nums = jax.lax.while_loop(cond, body, init)
-        return nums, target, found
-
-    nums, target, found = jax.vmap(one)(indices_B)
+    found, nums, _ = jax.lax.while_loop(lambda s: jnp.any(pending(s)), retry, (found, nums, rounds))
     return Problems(nums=nums, target=target), found
 
 

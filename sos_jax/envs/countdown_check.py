@@ -18,7 +18,8 @@
   line's numbers. Two deliberate differences: the problem comes from the ``nums`` and ``target``
   arguments rather than from the text's first line, and operations are evaluated by a small safe
   evaluator (numbers, ``+ - * / // % **``, parentheses) instead of ``eval``; cases the original
-  would crash on get a message instead.
+  would crash on get a message instead. Its regexes are matched by hand, with the same results,
+  in linear time (they backtrack quadratically on long lines and digit runs).
 
 The rating of a solved trace (either verdict) is ``max(0, 1 - (E + 1) / D)`` where ``E`` counts
 the occurrences of ``"Exploring Operation"`` in the whole text and ``D = max_nodes(len(nums))``.
@@ -29,12 +30,23 @@ ids and returns the reason codes below.
 from __future__ import annotations
 
 import ast
+import bisect
 import dataclasses
 import operator
 import re
 
 __all__ = [
+    "ARITHMETIC",
+    "GOAL_MISMATCH",
+    "LAX_VALID",
+    "NO_EXPLORE",
+    "NO_GOAL",
+    "NO_STATE",
+    "NOT_TARGET",
+    "OP_COUNT",
     "REASONS",
+    "SOLVED",
+    "UNAVAILABLE",
     "TraceVerdict",
     "check_trace",
     "lax_verdict",
@@ -70,18 +82,106 @@ _NUM = r"(?:0|[1-9][0-9]{0,8})"
 _OP = rf"({_NUM})([-+*/])({_NUM})=({_NUM})"
 _OP_RE = re.compile(_OP)
 _OP_NC = rf"{_NUM}[-+*/]{_NUM}={_NUM}"
-_GOAL_RE = re.compile(r"([0-9]+),([0-9]+) equal: Goal Reached")
 _STATE_RE = re.compile(
     rf"Current State: [0-9]+:\[[0-9, ]*\], Operations: \[((?:'{_OP_NC}'(?:, '{_OP_NC}')*)?)\]\n"
 )
 _EXPLORE_RE = re.compile(rf"Exploring Operation: {_OP}, Resulting Numbers: \[[0-9, ]*\]\n")
 _CANONICAL_NUM = re.compile(_NUM)
 
-# The original verifier's patterns (``\d`` matches any Unicode digit there, as it did).
-_LAX_GOAL_RE = re.compile(r"\d+,\d+ equal: Goal Reached")
-_LAX_EXPLORE_RE = re.compile(r"Exploring Operation: (.*?=\d+), Resulting Numbers: \[(.*?)\]")
-_LAX_STATE_RE = re.compile(r"Current State: \d+:\[.*?\], Operations: \[(.*?)\]")
 _LAX_DIGITS_RE = re.compile(r"\d+")
+
+# The original's other patterns, matched by hand in linear time (the regexes backtrack
+# quadratically on long lines and digit runs). ``\d`` there is ``str.isdecimal``.
+#   goal:    \d+,\d+ equal: Goal Reached                                      (first match)
+#   explore: Exploring Operation: (.*?=\d+), Resulting Numbers: \[(.*?)\]     (last match, group 1)
+#   state:   Current State: \d+:\[.*?\], Operations: \[(.*?)\]              (last match, group 1)
+_GOAL_PHRASE = " equal: Goal Reached"
+_EXPLORE_HEAD = "Exploring Operation: "
+_RESULTING = ", Resulting Numbers: ["
+_STATE_HEAD = "Current State: "
+_OPS_OPEN = "], Operations: ["
+
+
+def _is_ascii_digit(c: str) -> bool:
+    return "0" <= c <= "9"
+
+
+def _run_start(text: str, end: int, is_digit) -> int:
+    """Start of the run of digits that ends just before ``end``."""
+    i = end
+    while i > 0 and is_digit(text[i - 1]):
+        i -= 1
+    return i
+
+
+def _first_goal(text: str, is_digit) -> tuple[int, str, str] | None:
+    """(start, x, t) of the leftmost match of ``(digits),(digits) equal: Goal Reached``, or None."""
+    q = text.find(_GOAL_PHRASE)
+    while q >= 0:
+        t0 = _run_start(text, q, is_digit)
+        if t0 < q and t0 >= 2 and text[t0 - 1] == ",":
+            x0 = _run_start(text, t0 - 1, is_digit)
+            if x0 < t0 - 1:
+                return x0, text[x0 : t0 - 1], text[t0:q]
+        q = text.find(_GOAL_PHRASE, q + 1)
+    return None
+
+
+def _occurrences(line: str, sub: str) -> list[int]:
+    found, k = [], line.find(sub)
+    while k >= 0:
+        found.append(k)
+        k = line.find(sub, k + 1)
+    return found
+
+
+def _lax_last_explore(text: str) -> str | None:
+    """Group 1 of the original's last Exploring Operation match in ``text``, or None."""
+    last = None
+    for line in text.split("\n"):  # no match spans a newline
+        if _EXPLORE_HEAD not in line:
+            continue
+        # Where group 1 can end: before ", Resulting Numbers: [" that follows "=<digits>" and has a
+        # "]" after it; ``eqs`` holds the positions of those "=" (increasing).
+        close = line.rfind("]")
+        ends, eqs = [], []
+        for k in _occurrences(line, _RESULTING):
+            d = _run_start(line, k, str.isdecimal)
+            if 0 < d < k and line[d - 1] == "=" and close >= k + len(_RESULTING):
+                ends.append(k)
+                eqs.append(d - 1)
+        s = line.find(_EXPLORE_HEAD)
+        while s >= 0:
+            i = bisect.bisect_left(eqs, s + len(_EXPLORE_HEAD))
+            if i == len(eqs):
+                break  # neither this start nor any later one can match
+            last = line[s + len(_EXPLORE_HEAD) : ends[i]]
+            s = line.find(_EXPLORE_HEAD, line.index("]", ends[i] + len(_RESULTING)) + 1)
+    return last
+
+
+def _lax_last_state(text: str) -> str | None:
+    """Group 1 (the operations) of the original's last Current State match in ``text``, or None."""
+    last = None
+    for line in text.split("\n"):
+        if _STATE_HEAD not in line:
+            continue
+        close = line.rfind("]")
+        opens = [k for k in _occurrences(line, _OPS_OPEN) if close >= k + len(_OPS_OPEN)]
+        s = line.find(_STATE_HEAD)
+        while s >= 0:
+            head = s + len(_STATE_HEAD)
+            d = head
+            while d < len(line) and line[d].isdecimal():
+                d += 1
+            i = bisect.bisect_left(opens, d + 2)
+            if d == head or not line.startswith(":[", d) or i == len(opens):
+                s = line.find(_STATE_HEAD, s + 1)
+                continue
+            end = line.index("]", opens[i] + len(_OPS_OPEN))
+            last = line[opens[i] + len(_OPS_OPEN) : end]
+            s = line.find(_STATE_HEAD, end + 1)
+    return last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +221,10 @@ def _arith_ok(a: int, sym: str, b: int, c: int) -> bool:
 
 def strict_verdict(text: str, nums: list[int], target: int) -> int:
     """Strict reason code of ``text`` for the problem (``nums``, ``target``); ``SOLVED`` (0) when solved."""
-    goal = _GOAL_RE.search(text)
+    goal = _first_goal(text, _is_ascii_digit)
     if goal is None:
         return NO_GOAL
-    start = goal.start()
+    start, x, t = goal
     s = text.rfind("Current State: ", 0, start)
     state = _STATE_RE.match(text, s) if s >= 0 else None
     if state is None:
@@ -141,15 +241,14 @@ def strict_verdict(text: str, nums: list[int], target: int) -> int:
         a, b, c = int(a), int(b), int(c)
         if not _arith_ok(a, sym, b, c):
             return ARITHMETIC
-        for x in (a, b):
-            if x not in pool:
+        for operand in (a, b):
+            if operand not in pool:
                 return UNAVAILABLE
-            pool.remove(x)
+            pool.remove(operand)
         pool.append(c)
     result = int(ops[-1][3])
     if result != target:
         return NOT_TARGET
-    x, t = goal.groups()
     canonical = _CANONICAL_NUM.fullmatch(x) and _CANONICAL_NUM.fullmatch(t)
     if not canonical or int(x) != result or int(t) != target:
         return GOAL_MISMATCH
@@ -194,24 +293,23 @@ def _safe_eval(expr: str):
 def lax_verdict(text: str, nums: list[int], target: int) -> str:
     """The original Stream-of-Search verifier's message for ``text`` (``"Valid path."`` when it passes)."""
     path = text.replace("<|endoftext|>", "")
-    goal = _LAX_GOAL_RE.search(path)
+    goal = _first_goal(path, str.isdecimal)
     if goal is None:
         return "No goal reached statement found."
-    before = path[: goal.start()]
-    explored = _LAX_EXPLORE_RE.findall(before)
-    if not explored:
+    before = path[: goal[0]]
+    final_operation = _lax_last_explore(before)
+    if final_operation is None:
         return "No operations found leading to the goal."
-    final_operation = explored[-1][0]
     try:
         predicted = int(final_operation.split("=")[1])
     except (ValueError, IndexError):
         return "Couldnt parse last op"
     if predicted != target:
         return "Invalid path: Final operation does not result in target."
-    states = _LAX_STATE_RE.findall(before)
-    if not states:
+    state_ops = _lax_last_state(before)
+    if state_ops is None:
         return "Invalid path: No current state found before the goal."
-    operations = [op.replace("'", "") for op in states[-1].split(", ")] + [final_operation]
+    operations = [op.replace("'", "") for op in state_ops.split(", ")] + [final_operation]
     available = list(nums)
     for operation in operations:
         parts = operation.split("=")

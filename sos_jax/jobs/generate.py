@@ -289,7 +289,8 @@ def save_plot(path: str, cols: dict[str, np.ndarray], groups: dict[str, np.ndarr
     names = ["dfs-sum", "dfs-mult", "bfs-sum", "bfs-mult"] if strategy == "sos" else ["ot"]
     total = cols["total"]
     hi = max(int(total.max()), max_len) if total.size else max_len
-    bins = np.linspace(0, hi * 1.02, 61)
+    lo = max(1, int(total.min())) if total.size else 1
+    bins = np.geomspace(lo, hi * 1.05, 50)  # log-spaced: lengths span two to three orders of magnitude
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for name in names:
         mask = groups[name]
@@ -297,7 +298,8 @@ def save_plot(path: str, cols: dict[str, np.ndarray], groups: dict[str, np.ndarr
             ax.hist(total[mask], bins=bins, histtype="step", linewidth=1.6,
                     label=f"{name} (n={int(mask.sum())}, solved {cols['solved'][mask].mean():.0%})")
     ax.axvline(max_len, color="black", linestyle="--", linewidth=1, label=f"max_len={max_len} (cut)")
-    ax.set_xlabel("trace length in tokens (before the cut)")
+    ax.set_xscale("log")
+    ax.set_xlabel("trace length in tokens (before the cut; log scale)")
     ax.set_ylabel("traces")
     ax.set_title(f"Countdown {strategy} traces: {len(total)} problems")
     ax.legend(fontsize=8)

@@ -66,11 +66,10 @@ def dfs_traces(nums_BxN, target_B, heuristic_B, threshold_B, *, spec: env.Countd
     """DFS traces (heuristic SUM or MULT per row, prune children whose heuristic exceeds the threshold)."""
 
     def one(nums, target, heuristic, threshold):
-        factors = env.factor_table(target, spec)
-        kinds, refs, nodes, solved = dfs.dfs_lines(nums, target, heuristic, threshold, factors)
-        return (*render.render_lines(kinds, refs, nodes, target, max_len), solved)
+        return dfs.dfs_lines(nums, target, heuristic, threshold, env.factor_table(target, spec))
 
-    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, threshold_B)
+    kinds, refs, nodes, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, threshold_B)
+    tokens, length, total = render.render_batch(kinds, refs, nodes, target_B, max_len)
     return _finish(tokens, length, total, solved, DFS, heuristic_B, jnp.zeros_like(length))
 
 
@@ -80,11 +79,10 @@ def bfs_traces(nums_BxN, target_B, heuristic_B, beam_B, positions_BxRxK, *, spec
     """Best-first beam search traces; ``positions_BxRxK`` fixes each pop's shuffle (see countdown_bfs)."""
 
     def one(nums, target, heuristic, beam, positions):
-        factors = env.factor_table(target, spec)
-        kinds, refs, nodes, solved = bfs.bfs_lines(nums, target, heuristic, beam, factors, positions)
-        return (*render.render_lines(kinds, refs, nodes, target, max_len), solved)
+        return bfs.bfs_lines(nums, target, heuristic, beam, env.factor_table(target, spec), positions)
 
-    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, beam_B, positions_BxRxK)
+    kinds, refs, nodes, solved = jax.vmap(one)(nums_BxN, target_B, heuristic_B, beam_B, positions_BxRxK)
+    tokens, length, total = render.render_batch(kinds, refs, nodes, target_B, max_len)
     return _finish(tokens, length, total, solved, BFS, heuristic_B, beam_B)
 
 
@@ -95,12 +93,9 @@ def ot_traces(nums_BxN, target_B, x_BxD, op_BxD, y_BxD, value_BxD, *, max_len: i
     ``solved`` is true when the operations are a valid solution of the row's problem.
     """
 
-    def one(nums, target, x, op, y, value):
-        kinds, refs, nodes, valid = ot.ot_lines(nums, x, op, y, value)
-        tokens, length, total = render.render_lines(kinds, refs, nodes, target, max_len)
-        return tokens, length, total, valid & (value[-1] == target)
-
-    tokens, length, total, solved = jax.vmap(one)(nums_BxN, target_B, x_BxD, op_BxD, y_BxD, value_BxD)
+    kinds, refs, nodes, valid = jax.vmap(ot.ot_lines)(nums_BxN, x_BxD, op_BxD, y_BxD, value_BxD)
+    tokens, length, total = render.render_batch(kinds, refs, nodes, target_B, max_len, buckets=1, chunks=1)
+    solved = valid & (value_BxD[:, -1] == target_B)
     zeros = jnp.zeros_like(length)
     return _finish(tokens, length, total, solved, OT, zeros, zeros)
 

@@ -228,14 +228,18 @@ def _first_lines(kind_GxW, node_GxW, capacity: int):
     return jnp.where(valid, kind_GxW[group, col], NONE), node_GxW[group, col], group_end[-1]
 
 
+def trace_length(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, target: jax.Array) -> jax.Array:
+    """Token count of a whole trace given as line slots (no rendering)."""
+    return jnp.sum(kind_lengths(nodes, target)[node_GxW, kind_GxW])
+
+
 def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, target: jax.Array, max_len: int):
     """Tokens of one trace given as groups of line slots (kind, node) in order; ``NONE`` slots are skipped.
 
-    Returns ``(tokens [max_len] int32 padded with PAD, length, total)``: ``total`` is the full
-    trace's token count and ``length`` the tokens written, so ``length < total`` flags a buffer
-    that holds only a prefix. Only the first ``max_len // LINES_PER_TOKEN + 2`` lines are
-    expanded; a trace with more lines than that within ``max_len`` tokens (lines average far more
-    tokens) ends its buffer early, at a line boundary, and is flagged the same way.
+    Returns ``(tokens [max_len] int32 padded with PAD, length)``: the first ``length`` tokens of
+    the trace. Only the first ``max_len // LINES_PER_TOKEN + 2`` lines are expanded; a trace with
+    more lines than that within ``max_len`` tokens (lines average far more tokens) ends its buffer
+    early, at a line boundary; compare ``length`` with ``trace_length`` to tell a prefix.
     """
     m, d = nodes.nums.shape[-1], nodes.ids.shape[-1]
     table_np, layout = _templates(m, d)
@@ -243,8 +247,6 @@ def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, tar
     table = jnp.asarray(table_np[..., :4])  # (type, literal, field, condition column)
     n_pieces = table.shape[1]
 
-    lengths_NxK = kind_lengths(nodes, target)
-    total = jnp.sum(lengths_NxK[node_GxW, kind_GxW])
     capacity = min(kind_GxW.size, max_len // LINES_PER_TOKEN + 2)
     kind_L, node_L, _ = _first_lines(kind_GxW, node_GxW, capacity)
 
@@ -275,4 +277,40 @@ def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, tar
     digit = (value // jnp.asarray(_POW10)[jnp.clip(length - 1 - (offset - start), 0, 9)]) % 10
     out = jnp.where(is_num[line, piece], tok.DIGIT0 + digit, token[line, piece])
     out = jnp.where(pos < written, out, tok.PAD).astype(jnp.int32)
-    return out, written, total
+    return out, written
+
+
+def render_batch(kind_BxGxW, node_BxGxW, nodes: NodeTable, target_B, max_len: int, buckets: int = 4,
+                 chunks: int = 8):
+    """Renders a batch of traces into ``[B, max_len]``; returns ``(tokens, length, total)``.
+
+    Rows are sorted by the tokens they need and rendered in ``chunks`` equal groups; each group
+    uses the narrowest of ``buckets`` buffer widths (max_len, max_len/2, ...) that holds its
+    longest row, so short traces do not pay for the full buffer. Results do not depend on this.
+    """
+    batch = target_B.shape[0]
+    total = jax.vmap(trace_length)(kind_BxGxW, node_BxGxW, nodes, target_B)
+    need = jnp.minimum(total, max_len)
+    widths = sorted({max(min(64, max_len), max_len >> k) for k in range(buckets)})
+    chunks = max(1, min(chunks, batch))
+    size = -(-batch // chunks)
+    order = jnp.argsort(need)
+    padded = jnp.concatenate([order, jnp.full((chunks * size - batch,), order[-1])])
+
+    def render_chunk(rows):
+        args = jax.tree.map(lambda a: a[rows], (kind_BxGxW, node_BxGxW, nodes, target_B))
+
+        def at_width(width):
+            def run(args):
+                tokens, written = jax.vmap(lambda k, n, nd, t: render_lines(k, n, nd, t, width))(*args)
+                return jnp.pad(tokens, ((0, 0), (0, max_len - width)), constant_values=tok.PAD), written
+            return run
+
+        branch = jnp.searchsorted(jnp.asarray(widths), jnp.max(need[rows]))
+        return jax.lax.switch(branch, [at_width(w) for w in widths], args)
+
+    tokens, written = jax.lax.map(render_chunk, padded.reshape(chunks, size))
+    inverse = jnp.argsort(order)
+    tokens = tokens.reshape(chunks * size, max_len)[:batch][inverse]
+    written = written.reshape(-1)[:batch][inverse]
+    return tokens, written, total
