@@ -24,6 +24,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# On the CPU, one JAX device per core: the batch is split over the devices.
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,9 +69,8 @@ def bench_device(args) -> dict:
 
     # Warm-up: one batch of the same shape (another seed, so other problems than the measured ones).
     start = time.perf_counter()
-    k_problems, k_search = generate.batch_keys(args.seed + 1)
-    problems, _ = gen.sample(k_problems, jax.numpy.arange(batch, dtype=jax.numpy.int32), gen.targets)
-    jax.block_until_ready(gen.search(k_search, problems))
+    indices = jax.device_put(jax.numpy.arange(batch, dtype=jax.numpy.int32), gen.sharding)
+    jax.block_until_ready(gen.step(jax.random.key(args.seed + 1), gen.targets, indices))
     warmup_s = time.perf_counter() - start
 
     cols: dict[str, list] = {k: [] for k in generate.STAT_FIELDS}
@@ -100,6 +101,7 @@ def bench_device(args) -> dict:
         "batch": batch,
         "backend": jax.default_backend(),
         "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
         "solve_rate": overall["solve_rate"],
         "truncated_share": overall["truncated_share"],
         "median_tokens": overall["median_tokens"],
@@ -154,7 +156,7 @@ def format_report(r: dict) -> str:
         lines.append(f"{'plain Python':<22} {r['python_n']:>8} {r['python_s']:>9.2f} {r['python_traces_per_s']:>10.1f}")
         lines.append(f"ratio (device / Python): {r['ratio']:.2f}x")
     lines.append(f"compile {r['compile_s']:.1f}s, warm-up batch {r['warmup_s']:.1f}s (both excluded), "
-                 f"batch {r['batch']}, device {r['device_kind']}")
+                 f"batch {r['batch']} over {r['device_count']} x {r['device_kind']}")
     lines.append("")
     head = f"{'strategy':<9} {'count':>7} {'solved':>7} {'tok med':>8} {'tok p95':>8} {'trunc':>7}"
     lines += [head, "-" * len(head)]

@@ -10,8 +10,12 @@ as one line on stderr (exit status 2) before anything is compiled.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
+
+# On the CPU, one JAX device per core (set before jax is imported): jobs split batches over devices.
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
 from absl import app, flags
 from ml_collections import config_flags

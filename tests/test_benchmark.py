@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_benchmark_json_last_line():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "countdown_gen.py"),
-           "--n", "48", "--batch", "24", "--max-len", "256", "--python-n", "8", "--json"]
+           "--n", "48", "--batch", "32", "--max-len", "256", "--python-n", "8", "--json"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()

@@ -213,10 +213,11 @@ def split_targets(spec: CountdownSpec, split: str, seed: int = 4, fraction: floa
 
 @struct.dataclass
 class Problems:
-    """A batch of problems: ``nums_BxN`` (int32) and ``target_B``."""
+    """A batch of problems: ``nums`` [B, N] and ``target`` [B] (int32), and each one's global ``index`` [B]."""
 
     nums: jax.Array
     target: jax.Array
+    index: jax.Array
 
 
 def _solvable(nums_M: jax.Array, target: jax.Array) -> jax.Array:
@@ -266,7 +267,7 @@ def sample_problems(key: jax.Array, indices_B: jax.Array, spec: CountdownSpec, t
         return found, nums, rounds
 
     found, nums, _ = jax.lax.while_loop(lambda s: jnp.any(pending(s)), retry, (found, nums, rounds))
-    return Problems(nums=nums, target=target), found
+    return Problems(nums=nums, target=target, index=indices_B.astype(jnp.int32)), found
 
 
 def max_denominator(num_count: int) -> int:

@@ -6,14 +6,13 @@ batches of ``config.batch_size``; each batch is searched in one jitted call (``c
 (traces/s), prints a summary table per strategy and two decoded traces, and writes into the
 workdir ``summary.json`` (headline numbers and the resolved config) and ``token_lengths.png``.
 
-The problems do not depend on the batch size. The SoS strategy draw (which rows get DFS or BFS,
-their heuristics, beams and shuffles) is made per batch by ``sos_mix``, from a key derived from
-the seed and the batch's first index, so it does depend on where the batches start.
+Every row (problem, strategy, heuristic, beam, shuffles) depends only on ``config.seed`` and its
+index, so the output does not depend on the batch size or the number of devices; each batch is
+split over all local devices (``config.batch_size`` must be a multiple of twice their count).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import time
@@ -124,61 +123,42 @@ def validate(config, workdir: str | None) -> None:
 
 @dataclass
 class Generator:
-    """Compiled sampling and search for batches of a fixed size.
+    """Compiled sampling and search for batches of a fixed size, split over all local devices.
 
-    ``sample(key, indices_B, targets_T) -> (Problems, found_B)`` and ``search(key, problems) ->
-    Traces`` are AOT-compiled executables; ``compile_s`` is the wall time their compilation took.
+    ``step(key, indices_B, targets_T) -> (Problems, found_B, Traces)`` is an AOT-compiled
+    executable; ``compile_s`` is the wall time its compilation took.
     """
 
-    sample: Callable
-    search: Callable
+    step: Callable
     batch_size: int
     targets: Any
+    sharding: Any
     compile_s: float
 
 
 def build_generator(spec, targets, *, strategy: str, max_len: int, batch_size: int) -> Generator:
-    """Compiles the sampler and the search for ``batch_size`` problems (both compile in parallel)."""
+    """Compiles ``search.countdown.generate`` for ``batch_size`` problems over the local devices."""
+    import functools
+
     import jax
     import jax.numpy as jnp
 
-    from sos_jax.envs import countdown as env
+    from sos_jax import parallel
     from sos_jax.search import countdown as search
 
-    def sample(key, indices_B, targets_T):
-        return env.sample_problems(key, indices_B, spec, targets_T)
-
-    if strategy == "sos":
-        def run_search(key, problems):
-            return search.sos_mix(key, problems, spec=spec, max_len=max_len)
-    elif strategy == "ot":
-        def run_search(key, problems):
-            del key
-            return search.optimal_traces(problems.nums, problems.target, max_len=max_len)
-    else:
-        raise ValueError(f"strategy={strategy!r}: must be one of {STRATEGIES}")
-
+    mesh = parallel.data_mesh()
+    if batch_size % (2 * mesh.size):
+        raise ConfigError(f"config.batch_size={batch_size}: must be a multiple of {2 * mesh.size} "
+                          f"(2 x {mesh.size} devices), so that every device holds whole index pairs")
+    fn = functools.partial(search.generate, spec=spec, strategy=strategy, max_len=max_len)
+    step = parallel.shard_rows(lambda key, targets_T, indices_B: fn(key, indices_B, targets_T), mesh, n_replicated=2)
     targets = jnp.asarray(targets, jnp.int32)
-    key = jax.random.key(0)
-    indices = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
-    problems = env.Problems(nums=jax.ShapeDtypeStruct((batch_size, spec.num_count), jnp.int32),
-                            target=jax.ShapeDtypeStruct((batch_size,), jnp.int32))
+    sharding = parallel.row_sharding(mesh)
+    indices = jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding)
     start = time.perf_counter()
-    # Tracing holds the GIL but XLA compilation does not: two threads overlap the compilations.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        f_sample = pool.submit(lambda: jax.jit(sample).lower(key, indices, targets).compile())
-        f_search = pool.submit(lambda: jax.jit(run_search).lower(key, problems).compile())
-        sample_c, search_c = f_sample.result(), f_search.result()
-    return Generator(sample=sample_c, search=search_c, batch_size=batch_size, targets=targets,
+    compiled = step.lower(jax.random.key(0), targets, indices).compile()
+    return Generator(step=compiled, batch_size=batch_size, targets=targets, sharding=sharding,
                      compile_s=time.perf_counter() - start)
-
-
-def batch_keys(seed: int):
-    """The problem key and the search key of a run (search key per batch: fold in its first index)."""
-    import jax
-
-    root = jax.random.key(seed)
-    return jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
 
 
 def run_batches(gen: Generator, seed: int, num_problems: int, on_batch: Callable[[int, int, Any, Any, Any], None]):
@@ -191,13 +171,12 @@ def run_batches(gen: Generator, seed: int, num_problems: int, on_batch: Callable
     import jax
     import jax.numpy as jnp
 
-    k_problems, k_search = batch_keys(seed)
+    key = jax.random.key(seed)
     pending = None
     for start in range(0, num_problems, gen.batch_size):
         count = min(gen.batch_size, num_problems - start)
-        indices = jnp.arange(start, start + gen.batch_size, dtype=jnp.int32)
-        problems, found = gen.sample(k_problems, indices, gen.targets)
-        traces = gen.search(jax.random.fold_in(k_search, start), problems)
+        indices = jax.device_put(jnp.arange(start, start + gen.batch_size, dtype=jnp.int32), gen.sharding)
+        problems, found, traces = gen.step(key, gen.targets, indices)
         if pending is not None:
             on_batch(*pending)
         pending = (start, count, problems, found, traces)
@@ -328,14 +307,15 @@ def run(config, workdir: str) -> dict[str, Any]:
     spec = spec_from_config(config)
     targets = env.split_targets(spec, config.split, seed=config.split_seed)
     n = config.num_problems
-    batch = min(config.batch_size, n)
+    pair_rows = 2 * jax.device_count()  # every device holds whole index pairs
+    batch = min(config.batch_size, -(-n // pair_rows) * pair_rows)
     os.makedirs(workdir, exist_ok=True)
 
     device = jax.devices()[0]
     print(f"generate: {n} Countdown problems ({spec.num_count} numbers in {spec.num_min}..{spec.num_max}, "
           f"{config.split} targets, {len(targets)} of {spec.target_min}..{spec.target_max}), strategy "
-          f"{config.strategy}, max_len {config.max_len}, batches of {batch}, on {device.platform} "
-          f"({device.device_kind})", flush=True)
+          f"{config.strategy}, max_len {config.max_len}, batches of {batch}, on {jax.device_count()} x "
+          f"{device.platform} ({device.device_kind})", flush=True)
     print("compiling ...", end=" ", flush=True)
     gen = build_generator(spec, targets, strategy=config.strategy, max_len=config.max_len, batch_size=batch)
     print(f"{gen.compile_s:.1f}s", flush=True)

@@ -31,7 +31,7 @@ HEURISTIC_NAMES = ("sum", "mult")
 MAX_BEAM = bfs.MAX_BEAM
 
 __all__ = ["Traces", "DFS", "BFS", "OT", "SUM", "MULT", "dfs_traces", "bfs_traces", "ot_traces", "sos_mix",
-           "optimal_traces", "replay", "max_pops"]
+           "optimal_traces", "replay", "max_pops", "mix_choices", "generate"]
 
 
 @struct.dataclass
@@ -108,31 +108,66 @@ def optimal_traces(nums_BxN, target_B, *, max_len: int) -> Traces:
     return traces.replace(solved=traces.solved & sol["solvable"])
 
 
+def mix_choices(key: jax.Array, index_B: jax.Array, pops: int):
+    """Per-row choices of the SoS mix, each a function of ``(key, index)`` only.
+
+    Rows ``2j`` and ``2j+1`` form a pair: one gets DFS and the other BFS (a fair coin per pair
+    says which), so any batch of whole pairs is exactly half DFS. Heuristic (SUM or MULT), beam
+    (uniform 1..5) and the BFS shuffle positions are drawn per row. Returns
+    ``(is_dfs, heuristic, beam, positions [B, pops, MAX_BEAM])``.
+    """
+    k_pair, k_heur, k_beam, k_shuffle = jax.random.split(key, 4)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+    coin = jax.vmap(lambda k: jax.random.bernoulli(k))(fold(k_pair, index_B // 2))
+    is_dfs = (index_B % 2 == 1) == coin
+    heuristic = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2))(fold(k_heur, index_B)).astype(jnp.int32)
+    beam = jax.vmap(lambda k: jax.random.randint(k, (), 1, MAX_BEAM + 1))(fold(k_beam, index_B)).astype(jnp.int32)
+    positions = jax.vmap(lambda k: bfs.random_positions(k, pops))(fold(k_shuffle, index_B))
+    return is_dfs, heuristic, beam, positions
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "max_len"))
 def sos_mix(key: jax.Array, problems: env.Problems, *, spec: env.CountdownSpec, max_len: int) -> Traces:
     """Traces of the Stream-of-Search training mix for a batch of problems, in one call.
 
-    Half the rows (a random half) get DFS with threshold = target, the others a best-first beam
-    search with beam uniform in 1..5; each row's heuristic is SUM or MULT with equal chance, and
-    BFS shuffles come from ``key``. The DFS/BFS split is exact within a batch, so each half has a
-    static shape and no row pays for the other strategy.
+    Each row's strategy, heuristic, beam and shuffles depend only on ``(key, problems.index)``
+    (see ``mix_choices``): DFS with threshold = target, or a best-first beam search. The batch must
+    hold whole pairs of indices (``2j, 2j+1``; an even batch starting at an even index): then it
+    is exactly half DFS, each half has a static shape, and no row pays for the other strategy.
     """
     batch = problems.target.shape[0]
-    k_split, k_heur, k_beam, k_shuffle = jax.random.split(key, 4)
-    order = jax.random.permutation(k_split, batch)
-    n_dfs = batch // 2
-    dfs_rows, bfs_rows = order[:n_dfs], order[n_dfs:]
-    heuristic = jax.random.randint(k_heur, (batch,), 0, 2, dtype=jnp.int32)
-    beam = jax.random.randint(k_beam, (batch,), 1, MAX_BEAM + 1, dtype=jnp.int32)
-    pops = max_pops(spec.num_count)
-    positions = jax.vmap(lambda k: bfs.random_positions(k, pops))(jax.random.split(k_shuffle, batch - n_dfs))
+    if batch % 2:
+        raise ValueError(f"sos_mix needs an even batch of index pairs, got {batch} rows")
+    is_dfs, heuristic, beam, positions = mix_choices(key, problems.index, max_pops(spec.num_count))
+    order = jnp.argsort(~is_dfs, stable=True)  # DFS rows first: exactly half for whole pairs
+    dfs_rows, bfs_rows = order[: batch // 2], order[batch // 2 :]
     nums, target = problems.nums, problems.target
     d = dfs_traces(nums[dfs_rows], target[dfs_rows], heuristic[dfs_rows], target[dfs_rows], spec=spec, max_len=max_len)
-    b = bfs_traces(nums[bfs_rows], target[bfs_rows], heuristic[bfs_rows], beam[bfs_rows], positions, spec=spec,
-                   max_len=max_len)
+    b = bfs_traces(nums[bfs_rows], target[bfs_rows], heuristic[bfs_rows], beam[bfs_rows], positions[bfs_rows],
+                   spec=spec, max_len=max_len)
     merged = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), d, b)
     inverse = jnp.argsort(order)
     return jax.tree.map(lambda a: a[inverse], merged)
+
+
+def generate(key: jax.Array, indices_B: jax.Array, targets_T: jax.Array, *, spec: env.CountdownSpec,
+             strategy: str, max_len: int) -> tuple[env.Problems, jax.Array, Traces]:
+    """Samples the problems of the given global indices and writes their traces, on device.
+
+    ``strategy`` is ``"sos"`` (the SoS mix) or ``"ot"`` (optimal paths). Everything depends only
+    on ``(key, index)``, so any batching or sharding of the indices (whole pairs for "sos") gives
+    the same rows. Returns ``(problems, found, traces)``; ``found`` is false for a problem whose
+    target found no solvable numbers (see ``env.sample_problems``).
+    """
+    k_problems, k_search = jax.random.split(key)
+    problems, found = env.sample_problems(k_problems, indices_B, spec, targets_T)
+    if strategy == "sos":
+        traces = sos_mix(k_search, problems, spec=spec, max_len=max_len)
+    elif strategy == "ot":
+        traces = optimal_traces(problems.nums, problems.target, max_len=max_len)
+    else:
+        raise ValueError(f"strategy={strategy!r}: must be 'sos' or 'ot'")
+    return problems, found, traces
 
 
 def _records_by_shape(records):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from sos_jax.envs.countdown import HEURISTIC_LCM
 from sos_jax.search import countdown_render as render
 from sos_jax.search import countdown_tree as tree_lib
 
@@ -24,11 +25,22 @@ def _dfs_keep(threshold):
     return keep
 
 
+def _dfs_sort_key(threshold):
+    """One int32 key ordering kept children by exact heuristic (kept ones have q <= threshold)."""
+    keep = _dfs_keep(threshold)
+
+    def key(valid, q, r):
+        return jnp.where(keep(valid, None, q, r), q * HEURISTIC_LCM + r, jnp.iinfo(jnp.int32).max)
+
+    return key
+
+
 def dfs_lines(nums_N, target, heuristic, threshold, factors_F):
     """Line slots of one DFS trace, six per node in pre-order: ``(kind_Gx6, node_Gx6, nodes, solved)``."""
     n = nums_N.shape[0]
     widths = tree_lib.level_widths(n, None)
-    tree = tree_lib.build_tree(nums_N, target, heuristic, factors_F, _dfs_keep(threshold), None)
+    tree = tree_lib.build_tree(nums_N, target, heuristic, factors_F, _dfs_keep(threshold), None,
+                                _dfs_sort_key(threshold))
     offsets, parent_np, rank_np = tree_lib.tree_structure(widths)
     order = jnp.asarray(tree_lib.preorder(widths))
     parent = jnp.asarray(np.maximum(parent_np, 0))[order]
