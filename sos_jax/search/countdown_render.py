@@ -29,7 +29,7 @@ _NEVER, _ALWAYS, _COUNT_GT, _DEPTH_GT, _DEPTH_EQ0, _GOAL, _NOT_GOAL = range(7)
 
 _POW10 = np.array([10**k for k in range(10)], dtype=np.int64).astype(np.int32)
 _OP_TOKENS = np.array(tok.OP_TOKENS, dtype=np.int32)
-LINES_PER_TOKEN = 8  # buffer lines per token of max_len: real lines average well over 8 tokens
+LINES_PER_TOKEN = 10  # buffer lines per token of max_len: real lines average about 12 tokens or more
 
 
 @struct.dataclass
@@ -250,32 +250,33 @@ def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, tar
     capacity = min(kind_GxW.size, max_len // LINES_PER_TOKEN + 2)
     kind_L, node_L, _ = _first_lines(kind_GxW, node_GxW, capacity)
 
-    fields = _node_fields(nodes, target, layout)[node_L]
-    conds = _conditions(nodes, target)[node_L]
+    line_nodes = jax.tree.map(lambda a: a[node_L], nodes)  # fields of the expanded lines' nodes only
+    fields = _node_fields(line_nodes, target, layout)
+    conds = _conditions(line_nodes, target)
     pieces = table[kind_L]  # [L, P, 4]
     ptype, plit, pfield, pcond = (pieces[..., i] for i in range(4))
     pval = jnp.take_along_axis(fields, pfield, axis=1)
     present = jnp.take_along_axis(conds, pcond, axis=1)
     is_num = ptype == _FIELD_NUMBER
     plen = jnp.where(present, jnp.where(is_num, _num_digits(pval), 1), 0)  # [L, P]
-    token = jnp.where(ptype == _LIT, plit, pval)
+    # One word per piece: a literal's token id, or -(value + 1) for a number.
+    word = jnp.where(is_num, -pval - 1, jnp.where(ptype == _LIT, plit, pval))
     upper = jnp.triu(jnp.ones((n_pieces, n_pieces), jnp.float32))
     piece_end = jnp.dot(plen.astype(jnp.float32), upper).astype(jnp.int32)  # within-line running sums
-    line_len = piece_end[:, -1]
-    line_end = jnp.cumsum(line_len)
+    line_end = jnp.cumsum(piece_end[:, -1])
+    line_start = line_end - piece_end[:, -1]
     written = jnp.minimum(line_end[-1], max_len)
 
     # Run-length decode: the line of position p is the number of lines that end at or before p.
     pos = jnp.arange(max_len, dtype=jnp.int32)
     marks = jnp.zeros((max_len + 1,), jnp.int32).at[jnp.minimum(line_end, max_len)].add(1)
     line = jnp.minimum(jnp.cumsum(marks)[:max_len], capacity - 1)
-    offset = pos - (line_end[line] - line_len[line])
+    offset = pos - line_start[line]
     piece = _first_above(piece_end, line, offset)
-    length = plen[line, piece]
-    start = piece_end[line, piece] - length
-    value = pval[line, piece]
-    digit = (value // jnp.asarray(_POW10)[jnp.clip(length - 1 - (offset - start), 0, 9)]) % 10
-    out = jnp.where(is_num[line, piece], tok.DIGIT0 + digit, token[line, piece])
+    w = word[line, piece]
+    exponent = jnp.clip(piece_end[line, piece] - 1 - offset, 0, 9)  # digits left of this one's right end
+    digit = ((-w - 1) // jnp.asarray(_POW10)[exponent]) % 10
+    out = jnp.where(w < 0, tok.DIGIT0 + digit, w)
     out = jnp.where(pos < written, out, tok.PAD).astype(jnp.int32)
     return out, written
 
