@@ -14,6 +14,8 @@ from sos_jax.envs import countdown as env
 from sos_jax.search import countdown as cd
 from sos_jax.search import countdown_bfs
 from sos_jax.search import countdown_python as ref
+from sos_jax.search import countdown_verify as verify
+from sos_jax.envs.countdown import check_trace
 from sos_jax.tokenizers import countdown as tok
 
 RECORDS = [json.loads(line) for line in (Path(__file__).parent / "data" / "countdown_examples.jsonl").open()]
@@ -189,3 +191,62 @@ def test_sos_mix_sharded_over_devices_equals_single_device(problems):
     single = cd.sos_mix(key, jax.device_put(problems, jax.devices()[0]), spec=SPEC, max_len=MAX_LEN)
     for a, b in zip(jax.tree.leaves(on_mesh), jax.tree.leaves(single)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_both_verifiers_agree_with_the_writers_on_generated_traces(problems):
+    batch = problems.target.shape[0]
+    counts = jnp.full((batch,), SPEC.num_count, jnp.int32)
+    for traces in (cd.sos_mix(jax.random.key(2), problems, spec=SPEC, max_len=MAX_LEN),
+                   cd.optimal_traces(problems.nums, problems.target, max_len=MAX_LEN)):
+        device = verify.verify_token_batch(traces.tokens, traces.length, problems.nums, counts, problems.target)
+        complete = ~np.asarray(traces.truncated)
+        assert complete.sum() > batch // 2
+        np.testing.assert_array_equal(np.asarray(device["solved"])[complete], np.asarray(traces.solved)[complete])
+        for i, text in enumerate(_texts(traces)):
+            verdict = check_trace(text, np.asarray(problems.nums[i]).tolist(), int(problems.target[i]))
+            assert verdict.solved == bool(device["solved"][i])
+            if complete[i]:
+                assert verdict.solved == bool(traces.solved[i])
+                assert verdict.lax_solved or not verdict.solved
+
+
+def _check_against_oracle(spec, batch, max_len, with_dfs=True):
+    targets = jnp.asarray(env.split_targets(spec, "all"))
+    sample = jax.jit(env.sample_problems, static_argnames=("spec",))
+    probs, found = sample(jax.random.key(11), jnp.arange(batch), spec=spec, targets_T=targets)
+    assert bool(found.all())
+    heuristic = jnp.arange(batch) % 2
+    beam = 1 + jnp.arange(batch) % 5
+    positions = jax.vmap(lambda k: countdown_bfs.random_positions(k, cd.max_pops(spec.num_count)))(
+        jax.random.split(jax.random.key(4), batch))
+    bfs_traces = cd.bfs_traces(probs.nums, probs.target, heuristic, beam, positions, spec=spec, max_len=max_len)
+    ot_traces = cd.optimal_traces(probs.nums, probs.target, max_len=max_len)
+    dfs_traces = (cd.dfs_traces(probs.nums, probs.target, heuristic, probs.target, spec=spec, max_len=max_len)
+                  if with_dfs else None)
+    for i in range(batch):
+        nums, target = np.asarray(probs.nums[i]).tolist(), int(probs.target[i])
+        name = ("sum", "mult")[int(heuristic[i])]
+        expected = {"ot": ref.ot_trace(nums, target, ref.solve(nums, target)),
+                    "bfs": ref.bfs_trace(nums, target, name, int(beam[i]),
+                                         rng=_ShuffleFromPositions(np.asarray(positions[i]).tolist()))[0]}
+        got = {"ot": ot_traces, "bfs": bfs_traces}
+        if with_dfs:
+            expected["dfs"], got["dfs"] = ref.dfs_trace(nums, target, name, target), dfs_traces
+        for kind, traces in got.items():
+            text = tok.decode(np.asarray(traces.tokens[i, : int(traces.length[i])]))
+            assert expected[kind].startswith(text), (kind, i)
+            assert (text == expected[kind]) != bool(traces.truncated[i]), (kind, i)
+
+
+@pytest.mark.parametrize("num_count,num_max", [(3, 99), (5, 60)])
+def test_other_number_counts_match_oracle(num_count, num_max):
+    _check_against_oracle(env.CountdownSpec(num_count=num_count, num_max=num_max).validate(), 12, 1024)
+
+
+@pytest.mark.slow
+def test_six_numbers_bfs_and_ot_match_oracle_and_dfs_refuses():
+    spec = env.CountdownSpec(num_count=6, num_max=30).validate()
+    _check_against_oracle(spec, 8, 1024, with_dfs=False)
+    nums = jnp.ones((2, 6), jnp.int32)
+    with pytest.raises(ValueError, match="num_count=6"):
+        cd.dfs_traces(nums, jnp.full((2,), 10), jnp.zeros((2,), jnp.int32), jnp.full((2,), 10), spec=spec, max_len=64)

@@ -169,12 +169,46 @@ def _solvable_leaves(nums_M: jax.Array, target: jax.Array):
     return hits, levels
 
 
+DENSE_MAX = 4  # states of up to this many numbers are searched as one dense tree (1,465 nodes for 4)
+
+
+def _first_solvable_child(nums_M: jax.Array, target: jax.Array):
+    """Index of the first child (reference order) whose subtree holds a solution, and the children.
+
+    Children are tried one at a time in a ``while_loop`` that stops at the first success, so a
+    solvable state rarely pays for its whole tree; returns ``(found, index, children)``.
+    """
+    ch = expand(nums_M)
+    width = ch.x.shape[0]
+
+    def body(state):
+        i, _ = state
+        return i + 1, ch.valid[i] & _solvable(ch.nums[i], target)
+
+    count, found = jax.lax.while_loop(lambda s: ~s[1] & (s[0] < width), body, (jnp.int32(0), jnp.bool_(False)))
+    return found, count - 1, ch
+
+
+def _solvable(nums_M: jax.Array, target: jax.Array) -> jax.Array:
+    """Whether the numbers can be combined, all of them, into the target (exhaustive search)."""
+    if nums_M.shape[-1] <= DENSE_MAX:
+        return jnp.any(_solvable_leaves(nums_M, target)[0])
+    return _first_solvable_child(nums_M, target)[0]
+
+
 def solve(nums_M: jax.Array, target: jax.Array) -> dict:
     """First solution in reference order (depth first: pairs, then operations).
 
     Returns a dict with ``solvable`` (bool) and the operation fields ``x, op, y, value``, each of
-    shape [m-1], one entry per step (meaningless where not solvable).
+    shape [m-1], one entry per step (meaningless where not solvable). Up to ``DENSE_MAX`` numbers
+    the whole tree is searched at once; above, the first solvable child is found with an early
+    exit and the search recurses into it.
     """
+    if nums_M.shape[-1] > DENSE_MAX:
+        found, i, ch = _first_solvable_child(nums_M, target)
+        rest = solve(ch.nums[i], target)
+        head = {k: getattr(ch, k)[i][None] for k in ("x", "op", "y", "value")}
+        return {"solvable": found, **{k: jnp.concatenate([head[k], rest[k]]) for k in head}}
     hits, levels = _solvable_leaves(nums_M, target)
     leaf = jnp.argmax(hits)
     widths = [ch.x.shape[-1] for ch in levels]
@@ -218,10 +252,6 @@ class Problems:
     nums: jax.Array
     target: jax.Array
     index: jax.Array
-
-
-def _solvable(nums_M: jax.Array, target: jax.Array) -> jax.Array:
-    return jnp.any(_solvable_leaves(nums_M, target)[0])
 
 
 def _try_round(problem_key, target, round_, spec: CountdownSpec, tries: int):

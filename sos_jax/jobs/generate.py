@@ -101,6 +101,11 @@ def validate(config, workdir: str | None) -> None:
     overwrite = _bool(config, "overwrite")
     _bool(config, "show_examples")
     spec = spec_from_config(config)
+    from sos_jax.search.countdown import DFS_MAX_NUMBERS
+
+    if config.strategy == "sos" and spec.num_count > DFS_MAX_NUMBERS:
+        raise ConfigError(f"config.env.num_count={spec.num_count}: the SoS mix needs DFS traces, which support up to "
+                          f"{DFS_MAX_NUMBERS} numbers; use config.strategy='ot' or fewer numbers")
     try:
         env.split_targets(spec, config.split, seed=config.split_seed)
     except ValueError as e:

@@ -29,6 +29,7 @@ DFS, BFS, OT = 0, 1, 2
 STRATEGY_NAMES = ("dfs", "bfs", "ot")
 HEURISTIC_NAMES = ("sum", "mult")
 MAX_BEAM = bfs.MAX_BEAM
+DFS_MAX_NUMBERS = 5
 
 __all__ = ["Traces", "DFS", "BFS", "OT", "SUM", "MULT", "dfs_traces", "bfs_traces", "ot_traces", "sos_mix",
            "optimal_traces", "replay", "max_pops", "mix_choices", "generate"]
@@ -64,6 +65,10 @@ def _finish(tokens, length, total, solved, strategy, heuristic, beam):
 @functools.partial(jax.jit, static_argnames=("spec", "max_len"))
 def dfs_traces(nums_BxN, target_B, heuristic_B, threshold_B, *, spec: env.CountdownSpec, max_len: int) -> Traces:
     """DFS traces (heuristic SUM or MULT per row, prune children whose heuristic exceeds the threshold)."""
+
+    if spec.num_count > DFS_MAX_NUMBERS:
+        raise ValueError(f"num_count={spec.num_count}: DFS traces are written from a dense tree and support up to "
+                         f"{DFS_MAX_NUMBERS} numbers (6 numbers would need 3.5M nodes per problem); use BFS or OT")
 
     def one(nums, target, heuristic, threshold):
         return dfs.dfs_lines(nums, target, heuristic, threshold, env.factor_table(target, spec))
