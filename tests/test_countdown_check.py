@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import pathlib
 import re
 
 import pytest
+from countdown_mutations import ROWS, mutated_traces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sos_jax.envs import countdown_check as cc
 from sos_jax.envs.countdown_check import REASONS, TraceVerdict, check_trace, max_nodes
-
-ROWS = [
-    json.loads(line)
-    for line in (pathlib.Path(__file__).parent / "data" / "countdown_examples.jsonl").read_text().splitlines()
-]
 
 
 def reason_code(verdict: TraceVerdict) -> int:
@@ -201,53 +195,6 @@ def test_hostile_numbers_and_characters():
     ]:
         v = check_trace(text, [1, 1234567890, 1234567867], TARGET)
         assert isinstance(v, TraceVerdict) and not v.solved
-
-
-# Trace-like text: golden lines with random mutations.
-OPERATORS = "+-*/"
-
-
-@st.composite
-def mutated_traces(draw):
-    """(text, nums, target): a window of golden lines around a goal line, mutated a few times."""
-    row = draw(st.sampled_from(ROWS))
-    text = draw(st.sampled_from([row["trace"], row["optimal_path"]]))
-    lines = text.splitlines(keepends=True)
-    goal = next((i for i, line in enumerate(lines) if "Goal Reached" in line), draw(st.integers(0, len(lines) - 1)))
-    lo = max(0, goal - draw(st.integers(0, 8)))
-    lines = lines[lo : goal + draw(st.integers(1, 4))]
-    for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "digit", "operator", "truncate", "goal", "splice"]))
-        i = draw(st.integers(0, len(lines) - 1)) if lines else 0
-        if not lines:
-            break
-        line = lines[i]
-        if kind == "delete":
-            del lines[i]
-        elif kind == "duplicate":
-            lines.insert(i, line)
-        elif kind == "swap" and i + 1 < len(lines):
-            lines[i], lines[i + 1] = lines[i + 1], line
-        elif kind == "digit" and any(c.isdigit() for c in line):
-            j = draw(st.sampled_from([j for j, c in enumerate(line) if c.isdigit()]))
-            new = draw(st.sampled_from(["", "0", "1", "7", "99", "1234567890"]))
-            lines[i] = line[:j] + new + line[j + 1 :]
-        elif kind == "operator" and any(c in OPERATORS for c in line):
-            j = draw(st.sampled_from([j for j, c in enumerate(line) if c in OPERATORS]))
-            lines[i] = line[:j] + draw(st.sampled_from(OPERATORS)) + line[j + 1 :]
-        elif kind == "truncate":
-            lines[i] = line[: draw(st.integers(0, len(line)))]
-            del lines[i + 1 :]
-        elif kind == "goal" and "unequal: No Solution" in line:
-            x = draw(st.sampled_from([line.split(",")[0], str(row["target"])]))
-            lines[i] = f"{x},{row['target']} equal: Goal Reached\n"
-        elif kind == "splice":
-            other = draw(st.sampled_from(ROWS))["trace"].splitlines(keepends=True)
-            lines.insert(i, draw(st.sampled_from(other)))
-    text = "".join(lines)
-    if draw(st.booleans()):
-        text = text.strip()
-    return text, row["nums"], row["target"]
 
 
 def check_consistent(v: TraceVerdict):

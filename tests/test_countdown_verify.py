@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import jax
 import numpy as np
+from countdown_mutations import ROWS, mutated_traces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,10 +12,6 @@ from sos_jax.envs.countdown_check import REASONS, check_trace
 from sos_jax.search import countdown_verify as cv
 from sos_jax.tokenizers import countdown as tok
 
-ROWS = [
-    json.loads(line)
-    for line in (pathlib.Path(__file__).parent / "data" / "countdown_examples.jsonl").read_text().splitlines()
-]
 BATCH = 16
 
 
@@ -74,49 +68,11 @@ def test_single_sequence_under_jit():
     assert abs(float(out["rating"]) - (1 - 4 / 1152)) < 1e-6
 
 
-OPERATORS = "+-*/"
-
-
-@st.composite
-def mutated_trace(draw):
-    """(text, (nums, target)): golden lines around a goal line, mutated a few times."""
-    row = draw(st.sampled_from(ROWS))
-    lines = draw(st.sampled_from([row["trace"], row["optimal_path"]])).splitlines(keepends=True)
-    goal = next((i for i, line in enumerate(lines) if "Goal Reached" in line), len(lines) - 1)
-    lines = lines[max(0, goal - draw(st.integers(0, 8))) : goal + draw(st.integers(1, 3))]
-    for _ in range(draw(st.integers(0, 3))):
-        if not lines:
-            break
-        i = draw(st.integers(0, len(lines) - 1))
-        line = lines[i]
-        kind = draw(st.sampled_from(["delete", "duplicate", "digit", "operator", "truncate", "goal", "splice"]))
-        if kind == "delete":
-            del lines[i]
-        elif kind == "duplicate":
-            lines.insert(i, line)
-        elif kind == "digit" and any(c.isdigit() for c in line):
-            j = draw(st.sampled_from([j for j, c in enumerate(line) if c.isdigit()]))
-            lines[i] = line[:j] + draw(st.sampled_from(["", "0", "3", "99", "1234567890"])) + line[j + 1 :]
-        elif kind == "operator" and any(c in OPERATORS for c in line):
-            j = draw(st.sampled_from([j for j, c in enumerate(line) if c in OPERATORS]))
-            lines[i] = line[:j] + draw(st.sampled_from(OPERATORS)) + line[j + 1 :]
-        elif kind == "truncate":
-            lines[i] = line[: draw(st.integers(0, len(line)))]
-            del lines[i + 1 :]
-        elif kind == "goal" and "unequal: No Solution" in line:
-            x = draw(st.sampled_from([line.split(",")[0], str(row["target"])]))
-            lines[i] = f"{x},{row['target']} equal: Goal Reached\n"
-        elif kind == "splice":
-            lines.insert(i, draw(st.sampled_from(draw(st.sampled_from(ROWS))["trace"].splitlines(keepends=True))))
-    text = "".join(lines)
-    return (text.strip() if draw(st.booleans()) else text), (row["nums"], row["target"])
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(mutated_trace(), min_size=BATCH, max_size=BATCH))
+@given(st.lists(mutated_traces(), min_size=BATCH, max_size=BATCH))
 def test_mutated_traces_agree(cases):
-    texts = [t for t, _ in cases]
-    problems = [p for _, p in cases]
+    texts = [t for t, _, _ in cases]
+    problems = [(nums, target) for _, nums, target in cases]
     out = verify([tok.encode(t) for t in texts], problems, L=1024, N=4)
     assert_agrees(texts, problems, out)
 

@@ -4,11 +4,13 @@ A search writes its trace as a list of *lines*, each a line kind and a reference
 node table (the node's numbers, the operations on its path and its id path). This module turns
 lines into tokens without any sequential loop. Each line kind has a fixed template of pieces (a
 literal token, a token read from a node field, or a number read from a node field, shown only
-under a condition on the node's number count or depth). From the templates, every node gets the
-token length of each line kind it can print, so the whole trace's length and line offsets come
-from one cumulative sum; only the lines that start inside the buffer are expanded into pieces,
-each output position finds its piece by binary search, and numbers are spelled digit by digit.
-Decoded, the tokens are exactly the reference text, in the tokenizer's greedy tokenization.
+under a condition on the node's number count or depth). A trace's full token count comes from a
+closed form of each line kind's length per node. Only the first lines, enough to fill the buffer,
+are expanded into pieces; each output position finds its line by a run-length decode (a scatter
+of line ends and a cumulative sum) and its piece by a binary search over the line's piece ends,
+and numbers are spelled digit by digit. Rows are rendered in groups of similar length, each at
+the narrowest buffer width that holds it. Decoded, the tokens are exactly the reference text, in
+the tokenizer's greedy tokenization.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ class _Layout:
     """Offsets of the fields in a line's field vector, for M numbers and D operations."""
 
     def __init__(self, m: int, d: int):
-        self.m, self.d = m, d
         self.target = 0
         self.nums = 1
         self.ops = 1 + m  # x, sym, y, value per operation
@@ -67,7 +68,7 @@ class _Layout:
 
 
 def _templates(m: int, d: int) -> tuple[np.ndarray, _Layout]:
-    """Piece tables [n_kinds, P, 5] = (type, literal, field, condition, argument)."""
+    """Piece tables [n_kinds, P, 4] = (type, literal, field, condition column of ``_conditions``)."""
     lay = _Layout(m, d)
 
     def lit(token, cond=_ALWAYS, arg=0):
@@ -122,10 +123,10 @@ def _templates(m: int, d: int) -> tuple[np.ndarray, _Layout]:
                        lit(tok.FROM_OPERATION), *last_op(), lit(tok.NEWLINE)],
     }
     width = max(len(v) for v in kinds.values())
-    table = np.zeros((len(kinds), width, 5), dtype=np.int32)  # (_LIT, PAD, 0, _NEVER, 0) padding
+    table = np.zeros((len(kinds), width, 4), dtype=np.int32)  # (_LIT, PAD, 0, never) padding
     for kind, pieces in kinds.items():
-        if pieces:
-            table[kind, : len(pieces)] = np.array(pieces, dtype=np.int32)
+        for j, (ptype, literal, field, cond, arg) in enumerate(pieces):
+            table[kind, j] = (ptype, literal, field, _condition_index(cond, arg, m, d))
     return table, lay
 
 
@@ -174,8 +175,8 @@ def _num_digits(v: jax.Array) -> jax.Array:
 def kind_lengths(nodes: NodeTable, target) -> jax.Array:
     """Token length [N, n_kinds] of each line kind printed for each node, in closed form.
 
-    It equals the sum of the template's piece lengths (a test pins this), at a fraction of the
-    cost, since every node of a dense search tree needs it.
+    It equals the sum of the template's piece lengths (tests/test_countdown_render.py pins this),
+    at a fraction of the cost, since every node of a dense search tree needs it.
     """
     nd = _num_digits
     slots_m = jnp.arange(nodes.nums.shape[-1])
@@ -225,7 +226,7 @@ def _first_lines(kind_GxW, node_GxW, capacity: int):
     row_rank = jnp.cumsum(present, axis=1) - 1  # [G, W]
     col = jnp.argmax(present[group] & (row_rank[group] == within[:, None]), axis=1)
     valid = rank < group_end[-1]
-    return jnp.where(valid, kind_GxW[group, col], NONE), node_GxW[group, col], group_end[-1]
+    return jnp.where(valid, kind_GxW[group, col], NONE), node_GxW[group, col]
 
 
 def trace_length(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, target: jax.Array) -> jax.Array:
@@ -243,12 +244,11 @@ def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, tar
     """
     m, d = nodes.nums.shape[-1], nodes.ids.shape[-1]
     table_np, layout = _templates(m, d)
-    table_np[..., 3] = [[_condition_index(c, a, m, d) for c, a in zip(row[:, 3], row[:, 4])] for row in table_np]
-    table = jnp.asarray(table_np[..., :4])  # (type, literal, field, condition column)
+    table = jnp.asarray(table_np)
     n_pieces = table.shape[1]
 
     capacity = min(kind_GxW.size, max_len // LINES_PER_TOKEN + 2)
-    kind_L, node_L, _ = _first_lines(kind_GxW, node_GxW, capacity)
+    kind_L, node_L = _first_lines(kind_GxW, node_GxW, capacity)
 
     line_nodes = jax.tree.map(lambda a: a[node_L], nodes)  # fields of the expanded lines' nodes only
     fields = _node_fields(line_nodes, target, layout)
