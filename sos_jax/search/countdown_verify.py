@@ -45,20 +45,7 @@ from sos_jax.envs.countdown_check import (
 )
 from sos_jax.tokenizers import countdown as tok
 
-__all__ = [
-    "ARITHMETIC",
-    "GOAL_MISMATCH",
-    "NO_EXPLORE",
-    "NO_GOAL",
-    "NO_STATE",
-    "NOT_TARGET",
-    "OP_COUNT",
-    "REASONS",
-    "SOLVED",
-    "UNAVAILABLE",
-    "verify_token_batch",
-    "verify_tokens",
-]
+__all__ = ["verify_token_batch", "verify_tokens"]  # reason codes: sos_jax.envs.countdown_check.REASONS
 
 _MAX_DIGITS = 9
 assert tok.VOCAB_SIZE <= 127, "_starts packs token ids into 7 bits"
