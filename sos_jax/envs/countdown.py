@@ -263,7 +263,7 @@ def _try_round(problem_key, target, round_, spec: CountdownSpec, tries: int):
 
 
 def sample_problems(key: jax.Array, indices_B: jax.Array, spec: CountdownSpec, targets_T: jax.Array,
-                    tries_per_round: int = 8, max_rounds: int = 256) -> tuple[Problems, jax.Array]:
+                    tries_per_round: int = 2, max_rounds: int = 512) -> tuple[Problems, jax.Array]:
     """Solvable problems for the given global problem indices.
 
     Problem ``i`` depends only on ``(key, i)``: its target is drawn uniformly from ``targets_T``,
