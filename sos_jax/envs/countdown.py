@@ -29,6 +29,7 @@ __all__ = [
     "TraceVerdict",
     "check_trace",
     "expand",
+    "factor_table",
     "held_out_targets",
     "split_targets",
     "sample_problems",
@@ -108,7 +109,7 @@ def expand(nums_M: jax.Array) -> Children:
     y = jnp.stack([b, b, jnp.where(a_first, b, a), jnp.where(a_first, b, a)], axis=1)
     value = jnp.stack([a + b, a * b, large - small, large // safe_small], axis=1)
     valid = jnp.stack([jnp.ones_like(exact), jnp.ones_like(exact), jnp.ones_like(exact), exact], axis=1)
-    op = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32), x.shape)
+    op = jnp.broadcast_to(jnp.array([OP_ADD, OP_MUL, OP_SUB, OP_DIV], jnp.int32), x.shape)
     kept = nums_M[rest]  # [P, m-2]
     new_nums = jnp.concatenate(
         [jnp.broadcast_to(kept[:, None, :], (len(pairs), 4, m - 2)), value[..., None]], axis=-1
@@ -298,8 +299,3 @@ def sample_problems(key: jax.Array, indices_B: jax.Array, spec: CountdownSpec, t
 
     found, nums, _ = jax.lax.while_loop(lambda s: jnp.any(pending(s)), retry, (found, nums, rounds))
     return Problems(nums=nums, target=target, index=indices_B.astype(jnp.int32)), found
-
-
-def max_denominator(num_count: int) -> int:
-    """Number of leaves of the full search tree: the original rating's denominator (48, 1152, ...)."""
-    return math.prod(4 * math.comb(m, 2) for m in range(2, num_count + 1))

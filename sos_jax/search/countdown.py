@@ -53,7 +53,7 @@ class Traces:
 
 def max_pops(num_count: int) -> int:
     """Most nodes a beam search pops for ``num_count`` numbers (rows of its shuffle positions)."""
-    return int(bfs._structure(num_count)[1][-1])
+    return bfs.max_pops(num_count)
 
 
 def _finish(tokens, length, total, solved, strategy, heuristic, beam):

@@ -12,6 +12,7 @@ trace exactly; otherwise the permutations come from a JAX PRNG key.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,23 +24,31 @@ from sos_jax.search import countdown_tree as tree_lib
 MAX_BEAM = 5
 
 
-def _structure(num_count: int):
+class _Structure(NamedTuple):
+    """Static layout of the dense beam tree (level-order node numbering, root 0)."""
+
+    size: int  # nodes
+    children: np.ndarray  # [size, MAX_BEAM] child node per slot, -1 where none
+    parent: np.ndarray  # [size] parent node (0 for the root)
+    slot: np.ndarray  # [size] slot of the node among its parent's children
+    is_leaf: np.ndarray  # [size] bool: the node holds one number
+    ancestors: np.ndarray  # [size, num_count - 1] ancestor at depth l + 1 (0 past the node's depth)
+
+
+def _structure(num_count: int) -> _Structure:
     widths = tree_lib.level_widths(num_count, MAX_BEAM)
-    offsets, parent, rank = tree_lib.tree_structure(widths)
-    size = offsets[-1]
+    offsets, parent, slot = tree_lib.tree_structure(widths)
+    size = int(offsets[-1])
     children = np.full((size, MAX_BEAM), -1, dtype=np.int32)
+    children[parent[1:], slot[1:]] = np.arange(1, size)
+    ancestors = np.zeros((size, num_count - 1), dtype=np.int32)
     for node in range(1, size):
-        children[parent[node], rank[node]] = node
-    levels = np.searchsorted(offsets, np.arange(size), side="right") - 1
-    ancestors = np.zeros((size, num_count - 1), dtype=np.int32)  # ancestor at depth l+1
-    for node in range(size):
-        chain, cur = [], node
-        while cur > 0:
-            chain.append(cur)
-            cur = parent[cur]
-        for depth, anc in enumerate(reversed(chain)):
-            ancestors[node, depth] = anc
-    return widths, offsets, children, levels, ancestors
+        chain = [node]
+        while parent[chain[-1]] > 0:
+            chain.append(parent[chain[-1]])
+        ancestors[node, : len(chain)] = chain[::-1]
+    return _Structure(size=size, children=children, parent=np.maximum(parent, 0), slot=slot,
+                      is_leaf=np.arange(size) >= offsets[num_count - 1], ancestors=ancestors)
 
 
 def positions_from_perms(perms: list[list[int]], pops: int) -> np.ndarray:
@@ -133,17 +142,17 @@ def bfs_lines(nums_N, target, heuristic, beam, factors_F, positions_RxK):
     (see ``positions_from_perms`` and ``random_positions``); ``beam`` is 1..MAX_BEAM.
     """
     n = nums_N.shape[0]
-    widths, offsets, children_np, levels_np, ancestors_np = _structure(n)
-    size_nodes = offsets[-1]
+    layout = _structure(n)
+    size_nodes = layout.size
 
     def keep(valid, rank, q, r):
         return valid & (rank < beam)
 
     tree = tree_lib.build_tree(nums_N, target, heuristic, factors_F, keep, MAX_BEAM)
-    children = jnp.asarray(children_np)
+    children = jnp.asarray(layout.children)
     child_exists = (children >= 0) & tree.exists[jnp.maximum(children, 0)]
     n_children = jnp.sum(child_exists, axis=1)
-    leaf = jnp.asarray(levels_np == n - 1)
+    leaf = jnp.asarray(layout.is_leaf)
     goal = leaf & (tree.nodes.nums[:, 0] == target)
     heap_ops = _Heap(size_nodes, tree.key_q, tree.key_r)
 
@@ -195,13 +204,11 @@ def bfs_lines(nums_N, target, heuristic, beam, factors_F, positions_RxK):
     pops = jnp.arange(size_nodes)
     pop_of = jnp.full((size_nodes,), size_nodes - 1, jnp.int32).at[jnp.where(pops < n_pop, popped, size_nodes)].set(
         pops, mode="drop")
-    parent_pop = pop_of[jnp.asarray(np.maximum(_parents(children_np), 0))]
-    slot_in_parent = jnp.asarray(_slot_in_parent(children_np))
-    parent_count = n_children[jnp.asarray(np.maximum(_parents(children_np), 0))]
-    prefix = jax.vmap(_prefix_positions)(positions_RxK[parent_pop], parent_count)
-    print_pos = jnp.take_along_axis(prefix, slot_in_parent[:, None], axis=1)[:, 0]
+    parent = jnp.asarray(layout.parent)
+    prefix = jax.vmap(_prefix_positions)(positions_RxK[pop_of[parent]], n_children[parent])
+    print_pos = jnp.take_along_axis(prefix, jnp.asarray(layout.slot)[:, None], axis=1)[:, 0]
     own_k = jnp.where(leaf, 0, print_pos)
-    ids = jnp.where(jnp.arange(n - 1)[None, :] < tree.nodes.depth[:, None], own_k[jnp.asarray(ancestors_np)], 0)
+    ids = jnp.where(jnp.arange(n - 1)[None, :] < tree.nodes.depth[:, None], own_k[jnp.asarray(layout.ancestors)], 0)
     nodes = tree.nodes.replace(ids=ids)
 
     # Line slots per pop: state, (explore, verdict) per print position, move.
@@ -231,17 +238,6 @@ def bfs_lines(nums_N, target, heuristic, beam, factors_F, positions_RxK):
     return kinds, refs, nodes, solved
 
 
-def _parents(children_np):
-    parent = np.full(children_np.shape[0], -1, dtype=np.int32)
-    for node, row in enumerate(children_np):
-        parent[row[row >= 0]] = node
-    return parent
-
-
-def _slot_in_parent(children_np):
-    slot = np.zeros(children_np.shape[0], dtype=np.int32)
-    for row in children_np:
-        for j, child in enumerate(row):
-            if child >= 0:
-                slot[child] = j
-    return slot
+def max_pops(num_count: int) -> int:
+    """Most nodes a beam search pops for ``num_count`` numbers: the size of its dense tree."""
+    return _structure(num_count).size
