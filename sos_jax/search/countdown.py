@@ -65,7 +65,6 @@ def _finish(tokens, length, total, solved, strategy, heuristic, beam):
 @functools.partial(jax.jit, static_argnames=("spec", "max_len"))
 def dfs_traces(nums_BxN, target_B, heuristic_B, threshold_B, *, spec: env.CountdownSpec, max_len: int) -> Traces:
     """DFS traces (heuristic SUM or MULT per row, prune children whose heuristic exceeds the threshold)."""
-
     if spec.num_count > DFS_MAX_NUMBERS:
         raise ValueError(f"num_count={spec.num_count}: DFS traces are written from a dense tree and support up to "
                          f"{DFS_MAX_NUMBERS} numbers (6 numbers would need 3.5M nodes per problem); use BFS or OT")

@@ -27,14 +27,13 @@ class Tree(NamedTuple):
 
     ``nodes`` holds numbers and path operations (``ids`` = rank among siblings at each level);
     ``exists`` [N] marks kept nodes whose ancestors are all kept; ``key_q, key_r`` [N] is the
-    exact heuristic (compare lexicographically); ``level_sizes`` is static.
+    exact heuristic (compare lexicographically).
     """
 
     nodes: NodeTable
     exists: jax.Array
     key_q: jax.Array
     key_r: jax.Array
-    level_sizes: tuple
 
 
 def heuristic_key(nums_KxM, target, heuristic, factors_F):
@@ -86,12 +85,9 @@ def build_tree(nums_N, target, heuristic, factors_F, keep_fn, width: int | None,
         rank = jnp.broadcast_to(jnp.arange(w, dtype=jnp.int32), q.shape)
         kept = keep_fn(ch.valid, rank, q, r) & level_exists[:, None]
         parents = level_nums.shape[0]
-        ops = {}
-        for k in ("x", "op", "y", "value"):
-            prev = jnp.broadcast_to(level_ops[k][:, None, :], (parents, w, depth - 1))
-            ops[k] = jnp.concatenate([prev, getattr(ch, k)[..., None]], axis=-1).reshape(parents * w, depth)
-        prev_ids = jnp.broadcast_to(level_ops["ids"][:, None, :], (parents, w, depth - 1))
-        ops["ids"] = jnp.concatenate([prev_ids, rank[..., None]], axis=-1).reshape(parents * w, depth)
+        step = {"x": ch.x, "op": ch.op, "y": ch.y, "value": ch.value, "ids": rank}  # appended to each path
+        ops = {k: jnp.concatenate([jnp.broadcast_to(level_ops[k][:, None, :], (parents, w, depth - 1)), v[..., None]],
+                                  axis=-1).reshape(parents * w, depth) for k, v in step.items()}
         level_nums = ch.nums.reshape(parents * w, n - depth)
         level_exists = kept.reshape(-1)
         level_ops = ops
@@ -108,7 +104,6 @@ def build_tree(nums_N, target, heuristic, factors_F, keep_fn, width: int | None,
         exists=jnp.concatenate([p[1] for p in parts]),
         key_q=jnp.concatenate([p[3] for p in parts]),
         key_r=jnp.concatenate([p[4] for p in parts]),
-        level_sizes=tuple(p[0].shape[0] for p in parts),
     )
 
 

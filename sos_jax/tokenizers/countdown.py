@@ -73,7 +73,6 @@ EQUALS = TOKEN_ID["="]
 NEWLINE = TOKEN_ID["\n"]
 # Operator ids in the order the environment numbers them: + * - /
 OP_TOKENS = tuple(TOKEN_ID[c] for c in "+*-/")
-OP_SYMBOLS = "+*-/"
 
 _PATTERN = re.compile("|".join(re.escape(t) for t in sorted(VOCAB[3:], key=len, reverse=True)))
 _DECODE_TABLE = np.array(("",) * len(SPECIAL_TOKENS) + VOCAB[3:], dtype=object)
