@@ -1,0 +1,1 @@
+"""Puzzle environments: problem sampling, transitions and solution checks, pure JAX."""

@@ -1,0 +1,1 @@
+"""Search algorithms that write traces as token ids on device, their renderer and verifiers."""

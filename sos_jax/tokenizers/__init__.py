@@ -1,0 +1,1 @@
+"""Fixed vocabularies of the trace text formats."""
