@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from sos_jax import parallel
 from sos_jax.envs import countdown as env
 from sos_jax.search import countdown as cd
 from sos_jax.search import countdown_bfs
@@ -250,3 +251,17 @@ def test_six_numbers_bfs_and_ot_match_oracle_and_dfs_refuses():
     nums = jnp.ones((2, 6), jnp.int32)
     with pytest.raises(ValueError, match="num_count=6"):
         cd.dfs_traces(nums, jnp.full((2,), 10), jnp.zeros((2,), jnp.int32), jnp.full((2,), 10), spec=spec, max_len=64)
+
+
+def test_generate_is_the_same_on_one_device_and_sharded_over_eight():
+    targets = jnp.asarray(env.split_targets(SPEC, "seen"))
+    fn = lambda key, t, idx: cd.generate(key, idx, t, spec=SPEC, strategy="sos", max_len=512)
+    indices = jnp.arange(100, 164)
+    mesh = parallel.data_mesh()
+    assert mesh.size == 8
+    sharded = parallel.shard_rows(fn, mesh, n_replicated=2)(
+        jax.random.key(9), targets, jax.device_put(indices, parallel.row_sharding(mesh)))
+    single = parallel.shard_rows(fn, parallel.data_mesh(jax.devices()[:1]), n_replicated=2)(
+        jax.random.key(9), targets, indices)
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+        np.testing.assert_array_equal(a, b)
