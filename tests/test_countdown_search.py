@@ -265,3 +265,11 @@ def test_generate_is_the_same_on_one_device_and_sharded_over_eight():
         jax.random.key(9), targets, indices)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_device_solver_finds_the_golden_solutions():
+    problems = list({r["problem_id"]: r for r in RECORDS}.values())
+    traces = cd.optimal_traces(jnp.asarray([r["nums"] for r in problems]), jnp.asarray([r["target"] for r in problems]),
+                               max_len=512)
+    for record, text in zip(problems, _texts(traces)):
+        assert text == ref.ot_trace(record["nums"], record["target"], record["solution"])
