@@ -48,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _strategy_stats(cols, mask) -> dict:
-    from sos_jax.jobs import generate
+    from sos_jax.data import trace_stats
 
-    s = generate.stats(cols, mask)
+    s = trace_stats.stats(cols, mask)
     return {"count": s["count"], "solve_rate": s["solve_rate"], "median_tokens": s["tokens_median"],
             "p95_tokens": s["tokens_p95"], "max_tokens": s["tokens_max"], "truncated_share": s["truncated_share"]}
 
@@ -59,6 +59,7 @@ def bench_device(args) -> dict:
     import jax
     from tqdm import tqdm
 
+    from sos_jax.data import trace_stats
     from sos_jax.envs import countdown as env
     from sos_jax.jobs import generate
 
@@ -91,7 +92,7 @@ def bench_device(args) -> dict:
     run_s = time.perf_counter() - start
 
     data = {k: np.concatenate(v) for k, v in cols.items()}
-    masks = generate.trace_groups(data, "sos")
+    masks = trace_stats.trace_groups(data, "sos")
     overall = _strategy_stats(data, masks["all"])
     return {
         "traces_per_s": args.n / run_s,

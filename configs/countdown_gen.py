@@ -15,6 +15,8 @@ Presets:
 
 from ml_collections import config_dict
 
+from sos_jax.jobs import fields
+
 
 def get_config(preset: str = "default") -> config_dict.ConfigDict:
     config = config_dict.ConfigDict()
@@ -29,12 +31,9 @@ def get_config(preset: str = "default") -> config_dict.ConfigDict:
     config.overwrite = False  # replace the outputs of an earlier run in the same workdir
     config.show_examples = True  # print a solved and an unsolved trace at the end
 
-    config.env = config_dict.ConfigDict()  # the problem family (sos_jax.envs.countdown.CountdownSpec)
-    config.env.num_count = 4
-    config.env.num_min = 1
-    config.env.num_max = 99
-    config.env.target_min = 10
-    config.env.target_max = 100
+    config.mix = fields.mix_config()  # the SoS mix (strategy "sos"; sos_jax.search.countdown.Mix)
+
+    config.env = fields.env_config()  # the problem family (sos_jax.envs.countdown.CountdownSpec)
 
     preset = preset or "default"
     if preset in ("default", "quickstart"):

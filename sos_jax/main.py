@@ -20,6 +20,7 @@ os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 from absl import app, flags
 from ml_collections import config_flags
 
+from sos_jax.data import DataError
 from sos_jax.jobs import JOBS, ConfigError, WorkdirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, optionally with a preset: FILE.py[:preset]",
@@ -84,7 +85,7 @@ def _main(argv: list[str]) -> None:
         _die(f"--config={flags.FLAGS['config'].config_filename}: {_last_line(e)}")
     try:
         run(config, _WORKDIR.value)
-    except (ConfigError, WorkdirError) as e:
+    except (ConfigError, WorkdirError, DataError) as e:
         _die(str(e))
 
 

@@ -6,6 +6,8 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 DATA = "data"
+# Mesh axes a batch's leading dimension is split over, where the mesh has them.
+BATCH_AXES = (DATA, "fsdp")
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
@@ -17,6 +19,12 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
 def row_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     """Sharding of an array whose leading (batch) axis is split over ``data``."""
     return NamedSharding(mesh, PartitionSpec(DATA))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Sharding of a global batch: rows split over the mesh's batch axes (``data``, ``fsdp``)."""
+    axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES)
+    return NamedSharding(mesh, PartitionSpec(axes if axes else None))
 
 
 def shard_rows(fn, mesh: jax.sharding.Mesh, n_replicated: int = 1):

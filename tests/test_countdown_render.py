@@ -9,7 +9,7 @@ from sos_jax.search import countdown_render as render
 from sos_jax.tokenizers import countdown as tok
 
 render_lines = jax.jit(render.render_lines, static_argnums=4)
-render_batch = jax.jit(render.render_batch, static_argnums=4, static_argnames=("buckets", "chunks"))
+render_batch = jax.jit(render.render_batch, static_argnums=4, static_argnames=("min_width", "chunks"))
 KINDS = [render.CURRENT_STATE, render.EXPLORE, render.GENERATED, render.LEAF, render.MOVE, render.NO_SOLUTION,
          render.OT_GENERATED]
 
@@ -67,8 +67,8 @@ def test_render_batch_is_independent_of_bucketing():
     refs = jax.random.randint(jax.random.key(3), (batch, 10, 3), 0, 40)
     stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (batch,) + a.shape), nodes)
     targets = jnp.full((batch,), 77)
-    one = render_batch(kinds, refs, stacked, targets, 512, buckets=1, chunks=1)
-    many = render_batch(kinds, refs, stacked, targets, 512, buckets=4, chunks=5)
+    one = render_batch(kinds, refs, stacked, targets, 512, min_width=512, chunks=1)
+    many = render_batch(kinds, refs, stacked, targets, 512, min_width=64, chunks=5)
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
     assert (np.asarray(one[1]) <= 512).all() and (np.asarray(one[1]) == np.minimum(one[2], 512)).all()

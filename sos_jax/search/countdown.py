@@ -9,7 +9,9 @@ from records in the format of the published examples.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -30,9 +32,10 @@ STRATEGY_NAMES = ("dfs", "bfs", "ot")
 HEURISTIC_NAMES = ("sum", "mult")
 MAX_BEAM = bfs.MAX_BEAM
 DFS_MAX_NUMBERS = 5
+OT_MIN_WIDTH = 256  # narrowest render buffer of optimal paths (about 200 tokens for 4 numbers)
 
 __all__ = ["Traces", "DFS", "BFS", "OT", "SUM", "MULT", "dfs_traces", "bfs_traces", "ot_traces", "sos_mix",
-           "optimal_traces", "replay", "max_pops", "mix_choices", "generate"]
+           "optimal_traces", "replay", "max_pops", "Mix", "mix_choices", "generate"]
 
 
 @struct.dataclass
@@ -98,7 +101,7 @@ def ot_traces(nums_BxN, target_B, x_BxD, op_BxD, y_BxD, value_BxD, *, max_len: i
     """
 
     kinds, refs, nodes, valid = jax.vmap(ot.ot_lines)(nums_BxN, x_BxD, op_BxD, y_BxD, value_BxD)
-    tokens, length, total = render.render_batch(kinds, refs, nodes, target_B, max_len, buckets=1, chunks=1)
+    tokens, length, total = render.render_batch(kinds, refs, nodes, target_B, max_len, min_width=OT_MIN_WIDTH, chunks=1)
     solved = valid & (value_BxD[:, -1] == target_B)
     zeros = jnp.zeros_like(length)
     return _finish(tokens, length, total, solved, OT, zeros, zeros)
@@ -112,61 +115,109 @@ def optimal_traces(nums_BxN, target_B, *, max_len: int) -> Traces:
     return traces.replace(solved=traces.solved & sol["solvable"])
 
 
-def mix_choices(key: jax.Array, index_B: jax.Array, pops: int):
+@dataclasses.dataclass(frozen=True)
+class Mix:
+    """The Stream-of-Search training mix: which search writes each trace.
+
+    In every block of ``dfs + bfs`` consecutive problem indices (reduced by their gcd), exactly
+    ``dfs`` rows are DFS (threshold = target) and the others best-first beam searches; each row's
+    heuristic is drawn uniformly from ``heuristics`` (SUM, MULT) and each BFS row's beam from
+    ``beams``. The default is the published mix: half DFS, half BFS with beams 1..5, both heuristics.
+    """
+
+    dfs: int = 1
+    bfs: int = 1
+    beams: tuple[int, ...] = (1, 2, 3, 4, 5)
+    heuristics: tuple[int, ...] = (SUM, MULT)
+
+    def validate(self) -> "Mix":
+        """Returns self, or raises ValueError naming the bad field."""
+        if type(self.dfs) is not int or type(self.bfs) is not int or min(self.dfs, self.bfs) < 0 or self.dfs + self.bfs < 1:
+            raise ValueError(f"dfs={self.dfs!r}, bfs={self.bfs!r}: must be ints >= 0, not both 0")
+        if not self.beams or not all(type(b) is int and 1 <= b <= MAX_BEAM for b in self.beams):
+            raise ValueError(f"beams={self.beams!r}: must be a non-empty tuple of beam sizes in 1..{MAX_BEAM}")
+        if not self.heuristics or not all(h in (SUM, MULT) for h in self.heuristics):
+            raise ValueError(f"heuristics={self.heuristics!r}: must be a non-empty tuple of {SUM} (sum) and {MULT} (mult)")
+        return self
+
+    @property
+    def block(self) -> int:
+        """Rows per block; a batch of whole blocks has exactly ``dfs_per_block`` DFS rows per block."""
+        return (self.dfs + self.bfs) // math.gcd(self.dfs, self.bfs)
+
+    @property
+    def dfs_per_block(self) -> int:
+        """DFS rows in each block."""
+        return self.dfs // math.gcd(self.dfs, self.bfs)
+
+
+def mix_choices(key: jax.Array, index_B: jax.Array, pops: int, mix: Mix = Mix()):
     """Per-row choices of the SoS mix, each a function of ``(key, index)`` only.
 
-    Rows ``2j`` and ``2j+1`` form a pair: one gets DFS and the other BFS (a fair coin per pair
-    says which), so any batch of whole pairs is exactly half DFS. Heuristic (SUM or MULT), beam
-    (uniform 1..5) and the BFS shuffle positions are drawn per row. Returns
-    ``(is_dfs, heuristic, beam, positions [B, pops, MAX_BEAM])``.
+    The indices of a block (``index // mix.block``) get a random permutation; the rows whose
+    place in it is below ``mix.dfs_per_block`` are DFS, so any batch of whole blocks has exactly
+    the mix's share of DFS. Heuristic, beam and the BFS shuffle positions are drawn per row.
+    Returns ``(is_dfs, heuristic, beam, positions [B, pops, MAX_BEAM])``.
     """
-    k_pair, k_heur, k_beam, k_shuffle = jax.random.split(key, 4)
+    k_block, k_heur, k_beam, k_shuffle = jax.random.split(key, 4)
     fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
-    coin = jax.vmap(lambda k: jax.random.bernoulli(k))(fold(k_pair, index_B // 2))
-    is_dfs = (index_B % 2 == 1) == coin
-    heuristic = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2))(fold(k_heur, index_B)).astype(jnp.int32)
-    beam = jax.vmap(lambda k: jax.random.randint(k, (), 1, MAX_BEAM + 1))(fold(k_beam, index_B)).astype(jnp.int32)
-    positions = jax.vmap(lambda k: bfs.random_positions(k, pops))(fold(k_shuffle, index_B))
+    k = mix.block
+    place = jax.vmap(lambda kb, i: jax.random.permutation(kb, k)[i])(fold(k_block, index_B // k), index_B % k)
+    is_dfs = place < mix.dfs_per_block
+
+    def pick(keys, options):
+        choice = jax.vmap(lambda kk: jax.random.randint(kk, (), 0, len(options)))(keys)
+        return jnp.asarray(options, jnp.int32)[choice]
+
+    heuristic = pick(fold(k_heur, index_B), mix.heuristics)
+    beam = pick(fold(k_beam, index_B), mix.beams)
+    positions = jax.vmap(lambda kk: bfs.random_positions(kk, pops))(fold(k_shuffle, index_B))
     return is_dfs, heuristic, beam, positions
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "max_len"))
-def sos_mix(key: jax.Array, problems: env.Problems, *, spec: env.CountdownSpec, max_len: int) -> Traces:
+@functools.partial(jax.jit, static_argnames=("spec", "max_len", "mix"))
+def sos_mix(key: jax.Array, problems: env.Problems, *, spec: env.CountdownSpec, max_len: int,
+            mix: Mix = Mix()) -> Traces:
     """Traces of the Stream-of-Search training mix for a batch of problems, in one call.
 
     Each row's strategy, heuristic, beam and shuffles depend only on ``(key, problems.index)``
-    (see ``mix_choices``): DFS with threshold = target, or a best-first beam search. The batch must
-    hold whole pairs of indices (``2j, 2j+1``; an even batch starting at an even index): then it
-    is exactly half DFS, each half has a static shape, and no row pays for the other strategy.
+    (see ``mix_choices``). The batch must hold whole blocks of indices (``mix.block`` consecutive
+    indices starting at a multiple of it; pairs for the default mix): then its DFS share is exact,
+    each strategy's rows have a static shape, and no row pays for the other strategy.
     """
     batch = problems.target.shape[0]
-    if batch % 2:
-        raise ValueError(f"sos_mix needs an even batch of index pairs, got {batch} rows")
-    is_dfs, heuristic, beam, positions = mix_choices(key, problems.index, max_pops(spec.num_count))
-    order = jnp.argsort(~is_dfs, stable=True)  # DFS rows first: exactly half for whole pairs
-    dfs_rows, bfs_rows = order[: batch // 2], order[batch // 2 :]
+    if batch % mix.block:
+        raise ValueError(f"sos_mix needs whole blocks of {mix.block} indices, got {batch} rows")
+    is_dfs, heuristic, beam, positions = mix_choices(key, problems.index, max_pops(spec.num_count), mix)
+    num_dfs = batch // mix.block * mix.dfs_per_block
+    order = jnp.argsort(~is_dfs, stable=True)  # DFS rows first: exactly num_dfs for whole blocks
+    dfs_rows, bfs_rows = order[:num_dfs], order[num_dfs:]
     nums, target = problems.nums, problems.target
-    d = dfs_traces(nums[dfs_rows], target[dfs_rows], heuristic[dfs_rows], target[dfs_rows], spec=spec, max_len=max_len)
-    b = bfs_traces(nums[bfs_rows], target[bfs_rows], heuristic[bfs_rows], beam[bfs_rows], positions[bfs_rows],
-                   spec=spec, max_len=max_len)
-    merged = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), d, b)
+    parts = []
+    if num_dfs:
+        parts.append(dfs_traces(nums[dfs_rows], target[dfs_rows], heuristic[dfs_rows], target[dfs_rows], spec=spec,
+                                max_len=max_len))
+    if num_dfs < batch:
+        parts.append(bfs_traces(nums[bfs_rows], target[bfs_rows], heuristic[bfs_rows], beam[bfs_rows],
+                                positions[bfs_rows], spec=spec, max_len=max_len))
+    merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
     inverse = jnp.argsort(order)
     return jax.tree.map(lambda a: a[inverse], merged)
 
 
 def generate(key: jax.Array, indices_B: jax.Array, targets_T: jax.Array, *, spec: env.CountdownSpec,
-             strategy: str, max_len: int) -> tuple[env.Problems, jax.Array, Traces]:
+             strategy: str, max_len: int, mix: Mix = Mix()) -> tuple[env.Problems, jax.Array, Traces]:
     """Samples the problems of the given global indices and writes their traces, on device.
 
-    ``strategy`` is ``"sos"`` (the SoS mix) or ``"ot"`` (optimal paths). Everything depends only
-    on ``(key, index)``, so any batching or sharding of the indices (whole pairs for "sos") gives
+    ``strategy`` is ``"sos"`` (the SoS ``mix``) or ``"ot"`` (optimal paths). Everything depends only
+    on ``(key, index)``, so any batching or sharding of the indices (whole mix blocks for "sos") gives
     the same rows. Returns ``(problems, found, traces)``; ``found`` is false for a problem whose
     target found no solvable numbers (see ``env.sample_problems``).
     """
     k_problems, k_search = jax.random.split(key)
     problems, found = env.sample_problems(k_problems, indices_B, spec, targets_T)
     if strategy == "sos":
-        traces = sos_mix(k_search, problems, spec=spec, max_len=max_len)
+        traces = sos_mix(k_search, problems, spec=spec, max_len=max_len, mix=mix)
     elif strategy == "ot":
         traces = optimal_traces(problems.nums, problems.target, max_len=max_len)
     else:

@@ -281,18 +281,18 @@ def render_lines(kind_GxW: jax.Array, node_GxW: jax.Array, nodes: NodeTable, tar
     return out, written
 
 
-def render_batch(kind_BxGxW, node_BxGxW, nodes: NodeTable, target_B, max_len: int, buckets: int = 4,
+def render_batch(kind_BxGxW, node_BxGxW, nodes: NodeTable, target_B, max_len: int, min_width: int = 512,
                  chunks: int = 8):
     """Renders a batch of traces into ``[B, max_len]``; returns ``(tokens, length, total)``.
 
     Rows are sorted by the tokens they need and rendered in ``chunks`` equal groups; each group
-    uses the narrowest of ``buckets`` buffer widths (max_len, max_len/2, ...) that holds its
-    longest row, so short traces do not pay for the full buffer. Results do not depend on this.
+    uses the narrowest buffer width (max_len, max_len/2, ... down to ``min_width``) that holds
+    its longest row, so short traces do not pay for the full buffer. Results do not depend on this.
     """
     batch = target_B.shape[0]
     total = jax.vmap(trace_length)(kind_BxGxW, node_BxGxW, nodes, target_B)
     need = jnp.minimum(total, max_len)
-    widths = sorted({max(min(64, max_len), max_len >> k) for k in range(buckets)})
+    widths = sorted({max_len} | {max_len >> k for k in range(1, max_len.bit_length()) if max_len >> k >= min_width})
     chunks = max(1, min(chunks, batch))
     size = -(-batch // chunks)
     order = jnp.argsort(need)
