@@ -5,8 +5,8 @@ Usage::
     .venv/bin/python benchmarks/data_throughput.py [--data-dir DIR] [--seq-len 4096] [--batch 16]
         [--batches 30] [--worker-count 0] [--json]
 
-``--data-dir`` is a dataset written by ``configs/countdown_data.py``; without it a 4,000-problem
-SoS train split is written into a temporary folder first (not timed). In one process it measures:
+``--data-dir`` is a dataset written by ``configs/countdown_data.py``; without it a ``--problems``
+(4,000) problem SoS train split is written into a temporary folder first (not timed). In one process it measures:
 
 1. the baseline: reading and decoding the split's records one by one (records/s, tokens/s);
 2. the grain pipeline (shuffle, examples, first-fit packing, batching) to host arrays, and to
@@ -37,18 +37,19 @@ def _args(argv=None):
     p.add_argument("--batches", type=int, default=30, help="batches timed per source, after one warm-up")
     p.add_argument("--worker-count", type=int, default=0, help="grain worker processes")
     p.add_argument("--records", type=int, default=2000, help="records read for the baseline")
+    p.add_argument("--problems", type=int, default=4000, help="train problems written when --data-dir is not given")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     return p.parse_args(argv)
 
 
-def _write_dataset(folder: str) -> None:
+def _write_dataset(folder: str, problems: int) -> None:
     from ml_collections import config_dict
 
     from sos_jax.jobs import dataset, fields
 
     config = config_dict.ConfigDict({
         "job": "dataset", "source": "generate", "seed": 0, "split_seed": 4,
-        "splits": {"train": 4000, "val_seen": 0, "test_seen": 0, "val_unseen": 0, "test_unseen": 0},
+        "splits": {"train": problems, "val_seen": 0, "test_seen": 0, "val_unseen": 0, "test_unseen": 0},
         "forms": ("sos",), "max_len": 16384, "context_len": 4096, "batch_size": 1000, "overwrite": False,
         "mix": fields.mix_config(), "env": fields.env_config(),
         "files": {s: "" for s in ("train", "val_seen", "test_seen", "val_unseen", "test_unseen")},
@@ -75,7 +76,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or os.path.join(tmp, "data")
         if not args.data_dir:
-            _write_dataset(data_dir)
+            _write_dataset(data_dir, args.problems)
         source = countdown_tfds.open_split(data_dir, "sos", "train")
 
         n = min(args.records, len(source))
@@ -104,7 +105,7 @@ def main(argv=None) -> dict:
 
     result = {
         "seq_len": args.seq_len, "global_batch_size": args.batch, "batches": args.batches,
-        "worker_count": args.worker_count, "backend": jax.default_backend(), "device_count": jax.device_count(),
+        "worker_count": args.worker_count, "records": n, "backend": jax.default_backend(), "device_count": jax.device_count(),
         "baseline_records_per_s": n / read_s, "baseline_tokens_per_s": baseline,
         "grain_host_tokens_per_s": host_tokens / host_s, "grain_device_tokens_per_s": dev_tokens / dev_s,
         "grain_host_ratio": host_tokens / host_s / baseline, "grain_device_ratio": dev_tokens / dev_s / baseline,

@@ -28,3 +28,21 @@ def test_benchmark_json_last_line():
     assert by["dfs"]["count"] + by["bfs"]["count"] == 48
     for s in by.values():
         assert {"median_tokens", "p95_tokens", "solve_rate", "truncated_share"} <= set(s)
+
+
+def test_data_throughput_json_last_line():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "data_throughput.py"), "--problems", "64",
+           "--seq-len", "256", "--batch", "8", "--batches", "2", "--records", "32", "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("grain pipeline") for line in lines)
+    out = json.loads(lines[-1])
+    assert out["seq_len"] == 256 and out["global_batch_size"] == 8 and out["records"] == 32
+    assert out["device_count"] == 2
+    for key in ("baseline_tokens_per_s", "grain_host_tokens_per_s", "grain_device_tokens_per_s",
+                "online_tokens_per_s"):
+        assert out[key] > 0, key
+    assert abs(out["grain_device_ratio"] - out["grain_device_tokens_per_s"] / out["baseline_tokens_per_s"]) < 1e-9
+    assert 0 < out["grain_fill_rate"] <= 1 and 0 < out["online_fill_rate"] <= 1

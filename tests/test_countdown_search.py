@@ -273,3 +273,34 @@ def test_device_solver_finds_the_golden_solutions():
                                max_len=512)
     for record, text in zip(problems, _texts(traces)):
         assert text == ref.ot_trace(record["nums"], record["target"], record["solution"])
+
+
+@pytest.mark.parametrize("mix", [cd.Mix(dfs=1, bfs=2, beams=(2, 4), heuristics=(cd.MULT,)),
+                                 cd.Mix(dfs=1, bfs=0), cd.Mix(dfs=0, bfs=1, beams=(5,))])
+def test_mix_choices_follow_the_mix(mix):
+    """Every block of indices has exactly the mix's DFS rows; beams and heuristics come from its lists."""
+    index = jnp.arange(96 * mix.block)
+    is_dfs, heuristic, beam, _ = cd.mix_choices(jax.random.key(3), index, 4, mix)
+    per_block = np.asarray(is_dfs).reshape(-1, mix.block).sum(axis=1)
+    assert (per_block == mix.dfs_per_block).all()
+    assert set(np.asarray(beam).tolist()) <= set(mix.beams) and set(np.asarray(heuristic).tolist()) == set(mix.heuristics)
+    if 0 < mix.dfs_per_block < mix.block:  # which row of a block is DFS varies from block to block
+        assert len({tuple(row) for row in np.asarray(is_dfs).reshape(-1, mix.block).tolist()}) > 1
+
+
+def test_sos_mix_with_a_custom_mix(problems):
+    mix = cd.Mix(dfs=1, bfs=2, beams=(3,), heuristics=(cd.SUM,))
+    traces = cd.sos_mix(jax.random.key(0), problems, spec=SPEC, max_len=512, mix=mix)
+    strategy = np.asarray(traces.strategy)
+    assert (strategy == cd.DFS).sum() == 32 and (strategy == cd.BFS).sum() == 64
+    assert set(np.asarray(traces.beam)[strategy == cd.BFS].tolist()) == {3}
+    assert set(np.asarray(traces.heuristic).tolist()) == {cd.SUM}
+    with pytest.raises(ValueError, match="whole blocks of 3"):
+        cd.sos_mix(jax.random.key(0), jax.tree.map(lambda a: a[:94], problems), spec=SPEC, max_len=512, mix=mix)
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(dfs=0, bfs=0), "dfs"), (dict(beams=(0,)), "beams"),
+                                           (dict(beams=()), "beams"), (dict(heuristics=(2,)), "heuristics")])
+def test_mix_validate_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        cd.Mix(**kwargs).validate()

@@ -314,6 +314,8 @@ def test_packed_rows_depend_on_the_device_count(ref_traces, packed):
     (dict(start_step=-3), "start_step=-3"),
     (dict(start_step=2**31 // T_PACKED), "start_step="),
     (dict(packing="yes"), "packing='yes'"),
+    (dict(traces_per_step=32, mix=search.Mix(dfs=1, bfs=2)), "traces_per_step=32: must be a multiple of 3 x 8"),
+    (dict(mix=search.Mix(beams=(7,))), "beams"),
 ])
 def test_bad_arguments_raise(kw, field):
     with pytest.raises(ValueError, match=field.replace("(", r"\(")) as e:
@@ -344,3 +346,6 @@ def test_default_traces_per_step():
                                        num_shards=8)
     assert t % 16 == 0 and t * expected >= 16 * 4096
     assert online.expected_example_length(spec4, "ot", 4096) < 200
+    t3 = online.default_traces_per_step(spec4, "sos", seq_len=4096, global_batch_size=16, packing=True,
+                                        num_shards=8, block=3)
+    assert t3 % 24 == 0 and t3 * expected >= 16 * 4096

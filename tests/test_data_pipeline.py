@@ -222,3 +222,16 @@ def test_bad_source_and_process_count(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     with pytest.raises(ValueError, match=r"global_batch_size.*process count \(3\)"):
         _pipeline()
+
+
+def test_each_host_reads_its_own_slice(monkeypatch):
+    """Two processes (simulated): each reads a disjoint half of the records, together all of them."""
+    seen = []
+    for index in range(2):
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        it = _pipeline(packing=False, mask_prompt=False, num_epochs=1, global_batch_size=16)
+        local = [it.next_local() for _ in range(len(SOURCE) // 2 // 8)]
+        assert all(b["inputs"].shape == (8, SEQ_LEN) for b in local)  # half of the global batch per host
+        seen.append({i for b in local for i in _check_rows(b, packing=False, mask_prompt=False)})
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(len(SOURCE)))

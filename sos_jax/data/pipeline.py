@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import grain
 import jax
@@ -95,11 +96,13 @@ class Batches:
 
 def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask_prompt: bool, seed: int,
             shuffle: bool = True, num_epochs: int | None = None, mesh: jax.sharding.Mesh | None = None,
-            worker_count: int = 0, packing_bins: int | None = None) -> Batches:
+            worker_count: int = 0, packing_bins: int | None = None, read_threads: int | None = None) -> Batches:
     """Training batches of ``seq_len`` tokens from ``source``'s records (dicts with 1-D ``tokens``).
 
     The same arguments give the same batches. ``packing_bins`` is how many rows first-fit packing
     fills at once (default: this host's rows per batch); more bins waste less padding.
+    ``read_threads`` is how many threads read records ahead (default: one per CPU core, at most
+    16; grain polls every record in flight, so more threads than cores only cost time).
     """
     mesh = parallel.data_mesh() if mesh is None else mesh
     sharding = parallel.batch_sharding(mesh)
@@ -115,6 +118,9 @@ def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask
         raise ValueError(f"num_epochs must be None (forever) or at least 1, got {num_epochs}")
     if worker_count < 0:
         raise ValueError(f"worker_count must be >= 0, got {worker_count}")
+    read_threads = min(16, os.cpu_count() or 1) if read_threads is None else read_threads
+    if read_threads < 1:
+        raise ValueError(f"read_threads must be at least 1, got {read_threads}")
     if packing_bins is not None and packing_bins < 1:
         raise ValueError(f"packing_bins must be at least 1, got {packing_bins}")
     if len(source) < hosts:
@@ -126,7 +132,7 @@ def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask
         ds = ds.seed(seed).shuffle()
     ds = ds.repeat(num_epochs).map(functools.partial(_example, seq_len=seq_len, mask_prompt=mask_prompt))
     ds = grain.experimental.FirstFitPackIterDataset(
-        ds.to_iter_dataset(),
+        ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=16 * read_threads)),
         length_struct={k: seq_len for k in ("inputs", "targets", "weights")},
         num_packing_bins=packing_bins or rows,
         seed=seed,
