@@ -17,11 +17,12 @@ import sys
 # On the CPU, one JAX device per core (set before jax is imported): jobs split batches over devices.
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sos_jax.data import DataError
 from sos_jax.jobs import JOBS, ConfigError, WorkdirError
+from sos_jax.train.checkpoint import CheckpointError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, optionally with a preset: FILE.py[:preset]",
                                           lock_config=True)
@@ -76,6 +77,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _main(argv: list[str]) -> None:
+    if not flags.FLAGS["verbosity"].present:  # library INFO lines (orbax, TFDS) would bury the progress bars
+        logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         _die(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
@@ -85,7 +88,7 @@ def _main(argv: list[str]) -> None:
         _die(f"--config={flags.FLAGS['config'].config_filename}: {_last_line(e)}")
     try:
         run(config, _WORKDIR.value)
-    except (ConfigError, WorkdirError, DataError) as e:
+    except (ConfigError, WorkdirError, DataError, CheckpointError) as e:
         _die(str(e))
 
 

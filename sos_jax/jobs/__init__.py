@@ -16,6 +16,7 @@ JOBS = {
     "generate": "sos_jax.jobs.generate",
     "dataset": "sos_jax.jobs.dataset",
     "batches": "sos_jax.jobs.batches",
+    "pretrain": "sos_jax.jobs.pretrain",
 }
 
 

@@ -1,0 +1,1 @@
+"""Flax NNX decoder-only transformer (GPT), its loss, and sharding by logical axis names."""

@@ -1,0 +1,1 @@
+"""Supervised pretraining: the optimizer, the compiled train and eval steps, checkpoints, metrics."""

@@ -1,0 +1,66 @@
+"""Checkpoints of a training run with orbax (v1 ``training.Checkpointer``).
+
+A checkpoint holds the train state (parameters, optimizer state, step, RNG key data), the
+data-iterator state and, as metadata, the run's config. Saves are asynchronous, every
+``every`` steps (and when asked, e.g. on SIGTERM); the last ``keep`` are kept. A checkpoint that
+cannot be read, or that does not fit the model, raises ``CheckpointError`` naming it and saying
+how to start afresh; nothing is ever deleted on error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+CHECKPOINTS = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be restored; the message names it."""
+
+
+class Checkpoints:
+    """The run's checkpoints under ``workdir/checkpoints``."""
+
+    def __init__(self, workdir: str, *, every: int, keep: int):
+        from orbax.checkpoint import v1 as ocp
+
+        policies = ocp.training.save_decision_policies
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+        self._ckptr = ocp.training.Checkpointer(
+            self.directory, save_decision_policy=policies.FixedIntervalPolicy(every),
+            preservation_policy=ocp.training.preservation_policies.LatestN(keep))
+
+    @property
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or None."""
+        latest = self._ckptr.latest
+        return None if latest is None else int(latest.step)
+
+    def save(self, step: int, state: dict, data, config: dict, force: bool = False) -> bool:
+        """Starts an asynchronous save of ``state`` and the iterator ``data`` at ``step`` when the
+        interval says so (or ``force``); returns whether it did."""
+        return self._ckptr.save_checkpointables_async(
+            step, {"state": state, "data": data}, force=force, custom_metadata={"config": config}) is not None
+
+    def restore(self, state: dict, data) -> dict:
+        """The newest checkpoint's state (laid out and sharded like ``state``); restores ``data`` in place."""
+        step = self.latest_step
+        where = os.path.join(self.directory, str(step))
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        try:
+            loaded = self._ckptr.load_checkpointables(step, {"state": abstract, "data": data})
+        except Exception as e:  # unreadable, or written for another model / optimizer / data source
+            raise CheckpointError(
+                f"{where}: cannot be restored ({type(e).__name__}: {str(e).splitlines()[0][:300]}); to start afresh "
+                f"use another --workdir (the checkpoint is left in place)") from e
+        return loaded["state"]
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk."""
+        self._ckptr.wait()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the checkpointer."""
+        self._ckptr.close()

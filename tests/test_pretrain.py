@@ -1,0 +1,114 @@
+"""The pretrain job at the tiny preset on 8 fake devices: a run, exact resume, SIGTERM, config errors."""
+
+import json
+import os
+import signal
+
+import pytest
+from config_util import load_config
+
+from sos_jax import main as sos_main
+from sos_jax.jobs import ConfigError
+from sos_jax.train import checkpoint
+
+STEPS = dict(**{"train.steps": 6, "train.log_every": 2, "train.eval_every": 3, "train.eval_batches": 1,
+                "train.checkpoint_every": 3, "train.warmup_steps": 2})
+
+
+def _config(**overrides):
+    return load_config("countdown_sos", "tiny", **{**STEPS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pretrain") / "run")
+    return workdir, sos_main.run(_config(), workdir)
+
+
+def test_run_writes_metrics_checkpoints_and_summary(uninterrupted):
+    workdir, summary = uninterrupted
+    assert summary["step"] == 6 and not summary["stopped_by_signal"]
+    assert summary["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1} and summary["num_params"] < 1_000_000
+    assert summary["loss"] > 0 and summary["tokens_per_s"] > 0 and 0 < summary["mfu"] < 1
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    train_steps = [r["step"] for r in rows if "train/loss" in r]
+    assert train_steps == [2, 4, 6]
+    assert [r["step"] for r in rows if "eval/unseen_targets/loss" in r] == [3, 6]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tb")))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["params_sha256"] == summary["params_sha256"]
+
+
+def test_loss_goes_down_on_a_longer_run(tmp_path):
+    summary = sos_main.run(_config(**{"train.steps": 40, "train.log_every": 5, "train.eval_every": 0,
+                                      "train.checkpoint_every": 40}), str(tmp_path / "run"))
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        losses = [json.loads(line)["train/loss"] for line in f]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_killed_run_resumes_to_the_same_parameters(uninterrupted, tmp_path, monkeypatch):
+    """Killed right after the step-3 checkpoint, restarted: bitwise the parameters of a run never stopped."""
+    workdir = str(tmp_path / "run")
+    real_save = checkpoint.Checkpoints.save
+
+    def save_then_die(self, step, *args, **kwargs):
+        saved = real_save(self, step, *args, **kwargs)
+        if step == 3:
+            self.wait()
+            raise KeyboardInterrupt("killed after the step-3 checkpoint")
+        return saved
+
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sos_main.run(_config(), workdir)
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", real_save)
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    resumed = sos_main.run(_config(), workdir)
+    assert resumed["step"] == 6
+    assert resumed["params_sha256"] == uninterrupted[1]["params_sha256"]
+    assert resumed["loss"] == uninterrupted[1]["loss"]
+
+
+def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    real_save = checkpoint.Checkpoints.save
+
+    def save_and_signal(self, step, *args, **kwargs):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_and_signal)
+    summary = sos_main.run(_config(), workdir)
+    assert summary["stopped_by_signal"] and summary["step"] == 3
+    assert "3" in os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's abandoned reads
+def test_incompatible_checkpoint_is_named_and_kept(uninterrupted, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(uninterrupted[0], workdir)
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoints/6") as err:
+        sos_main.run(_config(**{"model.d_model": 96, "train.steps": 8}), workdir)
+    assert "another --workdir" in str(err.value)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"mesh.data": 3}, "config.mesh"),
+    ({"mesh.data": -1, "mesh.fsdp": -1}, "config.mesh"),
+    ({"data.global_batch_size": 12}, "config.data.global_batch_size"),
+    ({"train.grad_accum": 3}, "config.data.global_batch_size"),
+    ({"data.seq_len": 4096}, "config.data.seq_len"),
+    ({"model.num_heads": 5}, "config.model"),
+    ({"train.learning_rate": -1.0}, "config.train.learning_rate"),
+])
+def test_config_errors_name_the_field(tmp_path, overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        sos_main.run(_config(**overrides), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
