@@ -12,6 +12,7 @@ Presets (the model preset of ``sos_jax.models.gpt.PRESETS``, with a batch and sc
 - ``tiny``: a model under 1M parameters, 256-token rows, 8 rows, 20 steps (tests, CI).
 - ``small``: about 20M parameters, 1,024-token rows.
 - ``sos-250m``: the original SoS model (16 layers, 16 heads, d_model 1,024, MLP 4,096, context 4,096).
+- ``bt-3m``, ``bt-17m``, ``bt-38m``, ``bt-144m``: the backtracking study's model sizes, context 4,096.
 """
 
 from ml_collections import config_dict

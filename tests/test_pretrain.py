@@ -35,6 +35,7 @@ def test_run_writes_metrics_checkpoints_and_summary(uninterrupted):
     train_steps = [r["step"] for r in rows if "train/loss" in r]
     assert train_steps == [2, 4, 6]
     assert [r["step"] for r in rows if "eval/unseen_targets/loss" in r] == [3, 6]
+    assert [r["step"] for r in rows if "eval/seen_targets/loss" in r] == [3, 6]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tb")))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
     with open(os.path.join(workdir, "summary.json")) as f:
@@ -112,3 +113,104 @@ def test_config_errors_name_the_field(tmp_path, overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         sos_main.run(_config(**overrides), str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_sigkilled_process_resumes_to_the_same_parameters(tmp_path):
+    """A real SIGKILL of a training process after its first checkpoint, then a restart."""
+    import subprocess
+    import sys
+    import time
+
+    from config_util import REPO, config_path
+
+    flags = ["--config.train.steps=30", "--config.train.checkpoint_every=3", "--config.train.eval_every=0",
+             "--config.train.log_every=5"]
+
+    def command(workdir):
+        return [sys.executable, "-m", "sos_jax.main", f"--config={config_path('countdown_sos')}:tiny",
+                f"--workdir={workdir}", *flags]
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2", PYTHONPATH=REPO)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "3").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "summary.json").exists()
+    outputs = []
+    for workdir in (killed, tmp_path / "straight"):
+        done = subprocess.run(command(workdir), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert "resumed from" in outputs[0] and "resumed from" not in outputs[1]
+    with open(killed / "summary.json") as f, open(tmp_path / "straight" / "summary.json") as g:
+        resumed, straight = json.load(f), json.load(g)
+    assert resumed["step"] == straight["step"] == 30
+    assert resumed["params_sha256"] == straight["params_sha256"]
+
+
+def test_gradient_accumulation_gives_the_same_update():
+    import jax
+    import numpy as np
+
+    from sos_jax import parallel
+    from sos_jax.models import gpt, sharding
+    from sos_jax.train import optim, step
+
+    config = gpt.PRESETS["tiny"]
+    mesh = sharding.make_mesh()
+    kwargs = dict(learning_rate=1e-3, warmup_steps=0, total_steps=10, end_fraction=0.1)
+    tx = optim.make_optimizer(b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0, **kwargs)
+    lr = optim.schedule(peak=1e-3, warmup_steps=0, total_steps=10, end_fraction=0.1)
+    rng = np.random.default_rng(0)
+    host = {"inputs": rng.integers(3, 100, (16, 64)), "targets": rng.integers(3, 100, (16, 64)),
+            "weights": (rng.random((16, 64)) < 0.7).astype(np.float32),
+            "segment_ids": np.ones((16, 64)), "positions": np.tile(np.arange(64), (16, 1))}
+    from sos_jax.data.batch import BATCH_DTYPES
+
+    batch = {k: jax.device_put(v.astype(BATCH_DTYPES[k]), parallel.batch_sharding(mesh)) for k, v in host.items()}
+    results = []
+    for accum in (1, 2):
+        graphdef, rest, state = step.init_state(sharding.create_sharded_model(config, mesh, 0), tx, 0, mesh)
+        steps = step.compile_steps(graphdef, rest, state, tx, lr, mesh, batch_shape=(16, 64), accum=accum,
+                                   dropout=False)
+        new, metrics = steps.train(state, batch)
+        results.append((jax.device_get(new["params"]), jax.device_get(metrics)))
+    (params_1, m_1), (params_2, m_2) = results
+    np.testing.assert_allclose(m_1["loss"], m_2["loss"], rtol=1e-6)
+    assert m_1["tokens"] == m_2["tokens"] == host["weights"].sum()
+    for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's abandoned reads
+def test_corrupt_checkpoint_is_named_and_kept(uninterrupted, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(uninterrupted[0], workdir)
+    newest = os.path.join(workdir, "checkpoints", "6")
+    damaged = 0
+    for root, _, names in os.walk(newest):
+        for name in names:
+            if "state" in root and os.path.getsize(os.path.join(root, name)) > 64:
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(16)
+                damaged += 1
+    assert damaged
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoints/6"):
+        sos_main.run(_config(**{"train.steps": 8}), workdir)
+    assert os.path.isdir(newest)
+
+
+@pytest.mark.parametrize("name", ["countdown_sos", "countdown_ot"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "sos-250m", "bt-3m", "bt-17m", "bt-38m", "bt-144m"])
+def test_every_preset_validates(name, preset):
+    from sos_jax.jobs import pretrain
+
+    config = load_config(name, preset)
+    pretrain.validate(config, "unused")
+    assert config.data.seq_len <= config.model.max_len and config.data.strategy == name.split("_")[1]

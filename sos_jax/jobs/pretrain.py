@@ -25,10 +25,14 @@ from sos_jax.jobs import ConfigError, fields, inputs, write_atomic
 SUMMARY = "summary.json"
 MODEL_FIELDS = ("vocab_size", "num_layers", "num_heads", "d_model", "d_ff", "max_len", "positions",
                 "tie_embeddings", "dropout", "param_dtype", "dtype", "attention")
-TRAIN_PRESETS = {  # preset -> (seq_len, global batch, steps, learning rate, warmup)
+TRAIN_PRESETS = {  # model preset -> (seq_len, global batch, steps, learning rate, warmup)
     "tiny": (256, 8, 20, 3e-3, 5),
     "small": (1024, 16, 2000, 1e-3, 100),
-    "sos-250m": (4096, 32, 50000, 1e-4, 1000),
+    "sos-250m": (4096, 32, 50000, 1e-4, 1000),  # the SoS paper's model and context
+    "bt-3m": (4096, 32, 20000, 1e-3, 500),  # the backtracking study's sizes
+    "bt-17m": (4096, 32, 20000, 6e-4, 500),
+    "bt-38m": (4096, 32, 20000, 4e-4, 500),
+    "bt-144m": (4096, 32, 20000, 2e-4, 500),
 }
 
 
@@ -251,28 +255,31 @@ def _fingerprint(params) -> str:
 
 
 def _evaluate(config, mesh, steps, state) -> dict[str, float]:
-    """Eval loss and accuracy on ``train.eval_batches`` fixed batches of held-out problems: the
-    ``val_seen`` split of a dataset, or fresh problems on the unseen targets from the generator."""
+    """Eval loss and accuracy on ``train.eval_batches`` fixed batches of held-out problems from each
+    of two sources: the ``val_seen`` and ``val_unseen`` splits of a dataset, or fresh problems on
+    the seen and on the unseen targets from the generator (a seed the training stream never uses)."""
     import jax
 
     from ml_collections import config_dict
 
-    eval_config = config_dict.ConfigDict({"data": config.data.to_dict()})
-    eval_config.data.shuffle = False
-    eval_config.data.seed = config.data.seed + 1
-    if config.data.source == "dataset":
-        eval_config.data.split = "val_seen"
-        name = "eval/val_seen"
-    else:
-        eval_config.data.targets = "unseen"
-        name = "eval/unseen_targets"
-    batches = inputs.make_batches(eval_config, mesh=mesh)
-    sums = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
-    for _ in range(config.train.eval_batches):
-        out = jax.device_get(steps.eval(state, next(batches)))
-        for k in sums:
-            sums[k] += float(out[k])
-    if hasattr(batches, "close"):
-        batches.close()
-    tokens = max(sums["tokens"], 1.0)
-    return {f"{name}/loss": sums["loss_sum"] / tokens, f"{name}/accuracy": sums["correct"] / tokens}
+    out = {}
+    for kind in ("seen", "unseen"):
+        eval_config = config_dict.ConfigDict({"data": config.data.to_dict()})
+        eval_config.data.shuffle = False
+        eval_config.data.seed = config.data.seed + 1
+        if config.data.source == "dataset":
+            eval_config.data.split = name = f"val_{kind}"
+        else:
+            eval_config.data.targets = kind
+            name = f"{kind}_targets"
+        batches = inputs.make_batches(eval_config, mesh=mesh)
+        sums = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
+        for _ in range(config.train.eval_batches):
+            result = jax.device_get(steps.eval(state, next(batches)))
+            for k in sums:
+                sums[k] += float(result[k])
+        if hasattr(batches, "close"):
+            batches.close()
+        tokens = max(sums["tokens"], 1.0)
+        out.update({f"eval/{name}/loss": sums["loss_sum"] / tokens, f"eval/{name}/accuracy": sums["correct"] / tokens})
+    return out
