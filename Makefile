@@ -15,7 +15,7 @@ help:
 	@echo "make quickstart  generate a small Countdown dataset on CPU into workdir/quickstart"
 	@echo "make test        fast tests on 8 fake CPU devices (pytest-xdist, 2 workers)"
 	@echo "make test-slow   the tests marked slow"
-	@echo "make bench       benchmarks/countdown_gen.py and benchmarks/data_throughput.py"
+	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py and train_throughput.py"
 	@echo "make clean       remove $(VENV) and workdir"
 
 venv: $(STAMP)
@@ -50,6 +50,7 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/countdown_gen.py
 	$(PY) benchmarks/data_throughput.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) workdir

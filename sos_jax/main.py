@@ -93,6 +93,7 @@ def _main(argv: list[str]) -> None:
 
 
 def main() -> None:
+    """The command line: ``python -m sos_jax.main --config=FILE.py[:preset] --workdir=DIR``."""
     app.run(_main, flags_parser=_parse_flags)
 
 

@@ -145,6 +145,7 @@ def run_batches(gen: Generator, seed: int, num_problems: int, on_batch: Callable
 
 
 def run(config, workdir: str) -> dict[str, Any]:
+    """Generates the traces, prints the table and examples, writes ``summary.json`` and the plot."""
     import jax
     from tqdm import tqdm
 

@@ -60,6 +60,7 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head."""
         return self.d_model // self.num_heads
 
     def validate(self) -> GPTConfig:
@@ -176,6 +177,8 @@ def manual_attention(q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, mask_Bx1xLxL) -> jax.Array
 
 
 class Attention(nnx.Module):
+    """Multi-head self-attention: fused q/k/v projection, optional RoPE, causal and segment mask."""
+
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         d, n, h = config.d_model, config.num_heads, config.head_dim
         dtype, param_dtype = DTYPES[config.dtype], DTYPES[config.param_dtype]
@@ -207,6 +210,8 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
+    """The feed-forward sub-layer: ``d_model -> d_ff`` (GELU, tanh approximation) ``-> d_model``."""
+
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         d, f = config.d_model, config.d_ff
         dtype, param_dtype = DTYPES[config.dtype], DTYPES[config.param_dtype]
@@ -228,6 +233,8 @@ def _layer_norm(config: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class Block(nnx.Module):
+    """One pre-norm transformer block: attention, then the MLP, each on a residual branch."""
+
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         self.ln1 = _layer_norm(config, rngs)
         self.attn = Attention(config, rngs=rngs)
