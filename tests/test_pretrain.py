@@ -214,3 +214,39 @@ def test_every_preset_validates(name, preset):
     config = load_config(name, preset)
     pretrain.validate(config, "unused")
     assert config.data.seq_len <= config.model.max_len and config.data.strategy == name.split("_")[1]
+
+
+def _imported_dataset(tmp_path, splits):
+    """A small dataset imported from the golden records (no compilation), one file per split."""
+    with open(os.path.join(os.path.dirname(__file__), "data", "countdown_examples.jsonl")) as f:
+        golden = [json.loads(line) for line in f]
+    rows = [{"nums": r["nums"], "target": r["target"], "search_path": r["trace"], "optimal_path": r["optimal_path"]}
+            for r in golden]
+    files = {}
+    for i, split in enumerate(splits):
+        files[f"files.{split}"] = str(tmp_path / f"{split}.json")
+        with open(files[f"files.{split}"], "w") as f:
+            json.dump(rows[40 * i: 40 * i + 40], f)
+    data_dir = str(tmp_path / "data")
+    sos_main.run(load_config("countdown_data", source="import", **files), data_dir)
+    return data_dir
+
+
+def test_pretrain_on_a_dataset(tmp_path):
+    data_dir = _imported_dataset(tmp_path, ("train", "val_seen", "val_unseen"))
+    summary = sos_main.run(_config(**{"data.source": "dataset", "data.data_dir": data_dir, "train.steps": 2,
+                                      "train.eval_every": 2, "train.checkpoint_every": 2, "train.log_every": 1}),
+                           str(tmp_path / "run"))
+    assert summary["step"] == 2 and summary["loss"] > 0
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert any("eval/val_seen/loss" in r and "eval/val_unseen/loss" in r for r in rows)
+
+
+def test_missing_eval_split_is_a_config_error(tmp_path):
+    """A dataset without the val splits fails before training, not at the first eval."""
+    data_dir = _imported_dataset(tmp_path, ("train",))
+    config = _config(**{"data.source": "dataset", "data.data_dir": data_dir})
+    with pytest.raises(ConfigError, match=r"config\.train\.eval_every=3: the eval reads val_seen"):
+        sos_main.run(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")

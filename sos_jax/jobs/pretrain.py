@@ -135,9 +135,11 @@ def run(config, workdir: str) -> dict[str, Any]:
     from sos_jax.train import checkpoint, metrics, optim, step
 
     validate(config, workdir)
+    train = config.train
+    if train.eval_every and config.data.source == "dataset":
+        _check_eval_splits(config)
     os.makedirs(workdir, exist_ok=True)
     wall_start = time.perf_counter()
-    train = config.train
     model_config = _model_config(config)
     mesh = sharding.make_mesh(_mesh_shape(config))
     model = sharding.create_sharded_model(model_config, mesh, config.seed)
@@ -239,6 +241,18 @@ def run(config, workdir: str) -> dict[str, Any]:
     print(f"pretrain: step {final_step}, loss {summary['loss']}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
           f"MFU {summary['mfu'] or 0:.1%}; wrote {os.path.join(workdir, SUMMARY)}", flush=True)
     return summary
+
+
+def _check_eval_splits(config) -> None:
+    """ConfigError now, not at the first eval, when the dataset lacks a split the eval reads."""
+    from sos_jax.data import DataError, countdown_tfds
+
+    for split in ("val_seen", "val_unseen"):
+        try:
+            countdown_tfds.open_split(config.data.data_dir, config.data.form, split)
+        except DataError as e:
+            raise ConfigError(f"config.train.eval_every={config.train.eval_every}: the eval reads {split}, but {e}; "
+                              "write that split or pass --config.train.eval_every=0") from None
 
 
 def _fingerprint(params) -> str:
