@@ -81,11 +81,12 @@ def ref_pack(traces, rows, seq_len, *, packing, mask_prompt, first_fit=False):
     return out, packed
 
 
-def ref_batch(ref_traces, step, *, traces_per_step, shards, packing, mask_prompt):
-    """The reference global batch of a step: each shard packs its own consecutive indices."""
+def ref_batch(ref_traces, step, *, traces_per_step, shards, packing, mask_prompt, first_fit=True):
+    """The reference global batch of a step: each shard packs its own consecutive indices (first-fit,
+    the online source's default)."""
     per_shard, rows = traces_per_step // shards, B // shards
     parts = [ref_pack(ref_traces["tokens"][step * traces_per_step + d * per_shard:][:per_shard], rows, SEQ_LEN,
-                      packing=packing, mask_prompt=mask_prompt) for d in range(shards)]
+                      packing=packing, mask_prompt=mask_prompt, first_fit=first_fit) for d in range(shards)]
     batch = {k: np.concatenate([p[0][k] for p in parts]) for k in batch_lib.BATCH_KEYS}
     return batch, sum(p[1] for p in parts)
 
