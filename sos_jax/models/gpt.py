@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +138,18 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
+ACT_HEADS = ("batch", "act_length", "act_heads", "act_kv")  # logical names of [B, L, N, H] activations
+ACT_EMBED = ("batch", "act_length", "act_embed")  # and of [B, L, D] ones
+CACHE = ("batch", "act_heads", "act_length", "act_kv")  # and of the key-value cache [B, N, S, H]
+
+
+class KV(NamedTuple):
+    """One layer's key-value cache: keys and values ``[B, N, S, H]`` (batch, heads, slots, head dim)."""
+
+    k: jax.Array
+    v: jax.Array
+
+
 def _meta(*names: str | None) -> dict:
     """Variable metadata: logical axis names; sharded later (create_sharded_model), not eagerly."""
     return {"out_sharding": names, "eager_sharding": False}
@@ -192,21 +205,63 @@ class Attention(nnx.Module):
             kernel_init=_normal(INIT_STD / math.sqrt(2 * config.num_layers)),
             kernel_metadata=_meta("heads", "kv", "embed"), bias_metadata=_meta("norm"), rngs=rngs)
 
-    def __call__(self, x_BxLxD, mask_Bx1xLxL, positions_BxL, is_causal_only: bool):
+    def _project(self, x_BxLxD, positions_BxL):
+        """Queries, keys and values ``[B, L, N, H]`` (RoPE applied to queries and keys)."""
         qkv_BxLx3xNxH = self.qkv(x_BxLxD)
-        names = ("batch", "act_length", "act_heads", "act_kv")
-        q, k, v = (constrain(qkv_BxLx3xNxH[:, :, i], names) for i in range(3))
+        q, k, v = (constrain(qkv_BxLx3xNxH[:, :, i], ACT_HEADS) for i in range(3))
         if self.config.positions == "rope":
             q, k = rope(q, positions_BxL), rope(k, positions_BxL)
+        return q, k, v
+
+    def _attend(self, q_BxTxNxH, k_BxSxNxH, v_BxSxNxH, mask_Bx1xTxS, is_causal_only: bool):
+        """Attention of ``T`` queries over ``S`` keys, then the output projection."""
         if self.config.attention == "xla" or (self.config.attention == "auto" and jax.default_backend() != "cpu"):
             if is_causal_only:
-                o_BxLxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+                o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxNxH, v_BxSxNxH, is_causal=True)
             else:
-                o_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
+                o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxNxH, v_BxSxNxH, mask=mask_Bx1xTxS)
         else:
-            o_BxLxNxH = manual_attention(q, k, v, mask_Bx1xLxL)
-        o_BxLxNxH = constrain(o_BxLxNxH, names)
-        return self.out(o_BxLxNxH)
+            o_BxTxNxH = manual_attention(q_BxTxNxH, k_BxSxNxH, v_BxSxNxH, mask_Bx1xTxS)
+        return self.out(constrain(o_BxTxNxH, ACT_HEADS))
+
+    def __call__(self, x_BxLxD, mask_Bx1xLxL, positions_BxL, is_causal_only: bool):
+        q, k, v = self._project(x_BxLxD, positions_BxL)
+        return self._attend(q, k, v, mask_Bx1xLxL, is_causal_only)
+
+    def cached(self, x_BxTxD, positions_BxT, start_B, kv: KV, index, span: int):
+        """Attention of ``T`` new tokens at cache slots ``index .. index+T-1`` over the cache ``kv``
+        (``[B, N, S_max, H]`` each) and themselves; returns ``(out, kv)`` with their keys and values
+        written into the cache.
+
+        Row ``b`` sees the slots from ``start_B[b]`` to itself (causal); of the cache only the first
+        ``span`` slots are read. The cache keeps heads before slots, so the matmuls read it in place
+        (batch dims leading), and it is read before it is written, so the update happens in place
+        inside a decode loop (no copy of the cache per token)."""
+        q, k, v = self._project(x_BxTxD, positions_BxT)
+        dtype, queries = q.dtype, q.shape[1]
+        q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), dtype)
+        slot_T = index + jnp.arange(queries)
+        new_TxT = jnp.arange(queries)[None, :] <= jnp.arange(queries)[:, None]
+        visible_new_Bx1xTxT = ((slot_T[None, None, :] >= start_B[:, None, None]) | jnp.eye(queries, dtype=bool)
+                               ) & new_TxT
+        scores = [jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)]
+        masks = [visible_new_Bx1xTxT[:, None]]
+        if span:
+            slot_S = jnp.arange(span)
+            scores.insert(0, jnp.einsum("btnh,bnsh->bnts", q, kv.k[:, :, :span], preferred_element_type=jnp.float32))
+            masks.insert(0, ((slot_S[None, :] >= start_B[:, None]) & (slot_S[None, :] < index))[:, None, None, :])
+        scores_BxNxTxK = jnp.concatenate(
+            [jnp.where(m, sc, jnp.finfo(jnp.float32).min) for sc, m in zip(scores, masks)], axis=-1)
+        probs_BxNxTxK = jax.nn.softmax(scores_BxNxTxK, axis=-1).astype(dtype)
+        o_BxTxNxH = jnp.einsum("bnts,bsnh->btnh", probs_BxNxTxK[..., span:], v)
+        if span:
+            o_BxTxNxH = o_BxTxNxH + jnp.einsum("bnts,bnsh->btnh", probs_BxNxTxK[..., :span], kv.v[:, :, :span])
+        # The barrier orders the cache reads above before the writes below (else XLA copies the cache).
+        o_BxTxNxH, k, v = jax.lax.optimization_barrier((o_BxTxNxH, k, v))
+        kv = KV(*(constrain(jax.lax.dynamic_update_slice(c, new.swapaxes(1, 2).astype(c.dtype), (0, 0, index, 0)),
+                            CACHE)
+                  for c, new in ((kv.k, k), (kv.v, v))))
+        return self.out(constrain(o_BxTxNxH, ACT_HEADS)), kv
 
 
 class MLP(nnx.Module):
@@ -243,11 +298,18 @@ class Block(nnx.Module):
         self.dropout = nnx.Dropout(config.dropout)
 
     def __call__(self, x_BxLxD, mask_Bx1xLxL, positions_BxL, is_causal_only, deterministic, rngs):
-        names = ("batch", "act_length", "act_embed")
         attn = self.attn(self.ln1(x_BxLxD), mask_Bx1xLxL, positions_BxL, is_causal_only)
-        x_BxLxD = constrain(x_BxLxD + self.dropout(attn, deterministic=deterministic, rngs=rngs), names)
+        x_BxLxD = constrain(x_BxLxD + self.dropout(attn, deterministic=deterministic, rngs=rngs), ACT_EMBED)
+        return self._mlp(x_BxLxD, deterministic, rngs)
+
+    def _mlp(self, x_BxLxD, deterministic, rngs):
         mlp = self.mlp(self.ln2(x_BxLxD))
-        return constrain(x_BxLxD + self.dropout(mlp, deterministic=deterministic, rngs=rngs), names)
+        return constrain(x_BxLxD + self.dropout(mlp, deterministic=deterministic, rngs=rngs), ACT_EMBED)
+
+    def cached(self, x_BxTxD, positions_BxT, start_B, kv: KV, index, span: int):
+        """The block on ``T`` new tokens with a key-value cache (see :meth:`Attention.cached`)."""
+        attn, kv = self.attn.cached(self.ln1(x_BxTxD), positions_BxT, start_B, kv, index, span)
+        return self._mlp(constrain(x_BxTxD + attn, ACT_EMBED), True, None), kv
 
 
 class GPT(nnx.Module):
@@ -275,7 +337,6 @@ class GPT(nnx.Module):
     def __call__(self, inputs_BxL, *, segment_ids_BxL=None, positions_BxL=None, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
         config = self.config
-        dtype = DTYPES[config.dtype]
         _, length = inputs_BxL.shape
         if config.positions == "learned" and positions_BxL is None and length > config.max_len:
             raise ValueError(f"input length {length} exceeds GPTConfig.max_len {config.max_len}")
@@ -286,22 +347,46 @@ class GPT(nnx.Module):
         mask_Bx1xLxL = attention_mask(segment_ids_BxL, length)
         is_causal_only = segment_ids_BxL is None
 
-        x_BxLxD = self.embed(inputs_BxL)
-        if config.positions == "learned":
-            x_BxLxD = x_BxLxD + self.pos_embed(positions_BxL)
-        x_BxLxD = constrain(x_BxLxD.astype(dtype), ("batch", "act_length", "act_embed"))
-        x_BxLxD = self.dropout(x_BxLxD, deterministic=deterministic, rngs=rngs)
+        x_BxLxD = self.dropout(self._embed(inputs_BxL, positions_BxL), deterministic=deterministic, rngs=rngs)
         for block in self.blocks:
             x_BxLxD = block(x_BxLxD, mask_Bx1xLxL, positions_BxL, is_causal_only, deterministic, rngs)
-        x_BxLxD = self.ln_f(x_BxLxD)
-        if config.tie_embeddings:
+        return self._logits(x_BxLxD)
+
+    def cached(self, tokens_BxT, positions_BxT, start_B, cache: tuple[KV, ...], index, span: int
+               ) -> tuple[jax.Array, tuple[KV, ...]]:
+        """Logits ``[B, T, V]`` of ``T`` new tokens at cache slots ``index ..`` and the updated cache
+        (one :class:`KV` per layer). Row ``b``'s tokens see the slots from ``start_B[b]`` on; only
+        the first ``span`` cache slots are read (see :meth:`Attention.cached`). Deterministic (no
+        dropout). Used by :mod:`sos_jax.models.sampler`."""
+        x_BxTxD = self._embed(tokens_BxT, positions_BxT)
+        out = []
+        for block, kv in zip(self.blocks, cache):
+            x_BxTxD, kv = block.cached(x_BxTxD, positions_BxT, start_B, kv, index, span)
+            out.append(kv)
+        return self._logits(x_BxTxD), tuple(out)
+
+    def init_cache(self, batch: int, slots: int) -> tuple[KV, ...]:
+        """An empty key-value cache (zeros, compute dtype): one ``KV`` of ``[batch, N, slots, H]`` per layer."""
+        config = self.config
+        shape = (batch, config.num_heads, slots, config.head_dim)
+        zeros = lambda: constrain(jnp.zeros(shape, DTYPES[config.dtype]), CACHE)  # noqa: E731
+        return tuple(KV(zeros(), zeros()) for _ in range(config.num_layers))
+
+    def _embed(self, tokens_BxL, positions_BxL):
+        x_BxLxD = self.embed(tokens_BxL)
+        if self.config.positions == "learned":
+            x_BxLxD = x_BxLxD + self.pos_embed(positions_BxL)
+        return constrain(x_BxLxD.astype(DTYPES[self.config.dtype]), ACT_EMBED)
+
+    def _logits(self, x_BxLxD):
+        dtype = DTYPES[self.config.dtype]
+        x_BxLxD = self.ln_f(x_BxLxD).astype(dtype)
+        if self.config.tie_embeddings:
             table_VxD = self.embed.embedding[...].astype(dtype)
-            logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD.astype(dtype), table_VxD,
-                                      preferred_element_type=jnp.float32)
+            logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, table_VxD, preferred_element_type=jnp.float32)
         else:
             kernel_DxV = self.head.kernel[...].astype(dtype)
-            logits_BxLxV = jnp.einsum("bld,dv->blv", x_BxLxD.astype(dtype), kernel_DxV,
-                                      preferred_element_type=jnp.float32)
+            logits_BxLxV = jnp.einsum("bld,dv->blv", x_BxLxD, kernel_DxV, preferred_element_type=jnp.float32)
         return constrain(logits_BxLxV.astype(jnp.float32), ("batch", "act_length", "act_vocab"))
 
 
