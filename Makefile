@@ -12,10 +12,10 @@ CPU8   := JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=8
 
 help:
 	@echo "make venv        create $(VENV) (Python >= 3.12) and install -e .[test]"
-	@echo "make quickstart  generate a small Countdown dataset on CPU into workdir/quickstart"
+	@echo "make quickstart  data, an SoS and an optimal-path model, and their evaluation, on CPU (workdir/quickstart)"
 	@echo "make test        fast tests on 8 fake CPU devices (pytest-xdist, 2 workers)"
 	@echo "make test-slow   the tests marked slow"
-	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py and train_throughput.py"
+	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py, train_throughput.py, sample_throughput.py"
 	@echo "make clean       remove $(VENV) and workdir"
 
 venv: $(STAMP)
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 quickstart: venv
-	$(CPU) $(PY) -m sos_jax.main --config=configs/countdown_gen.py:quickstart --workdir=workdir/quickstart
+	$(CPU) $(PY) -m sos_jax.main --config=configs/quickstart.py --workdir=workdir/quickstart
 
 test: venv
 	$(CPU8) $(PY) -m pytest -q -m "not slow" -n 2 tests
@@ -51,6 +51,7 @@ bench: venv
 	$(PY) benchmarks/countdown_gen.py
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/sample_throughput.py
 
 clean:
 	rm -rf $(VENV) workdir

@@ -15,11 +15,12 @@ MFU is ``tokens/s * flops_per_token(L) / (peak * devices)`` with ``metrics.peak_
 ``matmul_peak_share`` is the same ratio against the measured float32 matmul peak on every backend.
 
 PyTorch (on the CPU only, unless ``--no-torch``; skipped with a reason when torch is not importable):
-the same architecture and size in float32 (pre-LayerNorm GPT, token + learned position embeddings,
-fused qkv Linear with bias, causal ``scaled_dot_product_attention``, GELU(tanh) MLP, tied embeddings
-as the preset), the same batch shape, ``clip_grad_norm_`` + AdamW with the same hyperparameters and
-decay mask, ``torch.set_num_threads(os.cpu_count())``; the same warm-up and number of timed steps
-(forward + backward + optimizer step). Hugging Face GPT-Neo is used instead only where
+the same architecture and size in float32 (``torch_gpt.PlainGPT``: pre-LayerNorm GPT, token
+embeddings with learned positions or RoPE as the preset, fused qkv Linear with bias, causal
+``scaled_dot_product_attention``, GELU(tanh) MLP, tied embeddings as the preset), the same batch
+shape, ``clip_grad_norm_`` + AdamW with the same hyperparameters and decay mask,
+``torch.set_num_threads(os.cpu_count())``; the same warm-up and number of timed steps (forward +
+backward + optimizer step). Hugging Face GPT-Neo is used instead only where
 ``transformers`` is already importable (``--torch-model auto``). With ``--json`` the last line of
 stdout is one JSON object with the results.
 """
@@ -151,57 +152,6 @@ def bench_jax(args) -> dict:
     }
 
 
-def _plain_torch_model(config):
-    """The GPT preset in plain PyTorch (same parameters, same init scheme)."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    d, n = config.d_model, config.num_heads
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1 = nn.LayerNorm(d, eps=1e-5)
-            self.qkv = nn.Linear(d, 3 * d)
-            self.out = nn.Linear(d, d)
-            self.ln2 = nn.LayerNorm(d, eps=1e-5)
-            self.fc1 = nn.Linear(d, config.d_ff)
-            self.fc2 = nn.Linear(config.d_ff, d)
-
-        def forward(self, x):
-            b, length, _ = x.shape
-            q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, n, d // n).permute(2, 0, 3, 1, 4)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.out(o.transpose(1, 2).reshape(b, length, d))
-            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(config.vocab_size, d)
-            self.pos_embed = nn.Embedding(config.max_len, d)
-            self.blocks = nn.ModuleList([Block() for _ in range(config.num_layers)])
-            self.ln_f = nn.LayerNorm(d, eps=1e-5)
-            self.head = None if config.tie_embeddings else nn.Linear(d, config.vocab_size, bias=False)
-            for name, p in self.named_parameters():
-                if p.ndim >= 2:
-                    std = 0.02 / math.sqrt(2 * config.num_layers) if name.endswith(("out.weight", "fc2.weight")) else 0.02
-                    nn.init.normal_(p, std=std)
-                elif name.endswith("bias"):
-                    nn.init.zeros_(p)
-
-        def forward(self, ids):
-            pos = torch.arange(ids.shape[1], device=ids.device)
-            x = self.embed(ids) + self.pos_embed(pos)
-            for block in self.blocks:
-                x = block(x)
-            x = self.ln_f(x)
-            return x @ self.embed.weight.T if self.head is None else self.head(x)
-
-    return GPT()
-
-
 def _gpt_neo_model(config):
     """Hugging Face GPT-Neo with the preset's shape (separate bias-free q/k/v, unscaled attention)."""
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
@@ -242,7 +192,9 @@ def bench_torch(args) -> dict:
             if args.torch_model == "gpt-neo":
                 return {**none, "torch_version": torch.__version__, "torch_reason": reason}
     if model is None:
-        params_module = model = _plain_torch_model(config)
+        import torch_gpt
+
+        params_module = model = torch_gpt.PlainGPT(config)
     params_module.train()
     params = [p for p in params_module.parameters() if p.requires_grad]
     num_params = sum(p.numel() for p in params)

@@ -17,6 +17,8 @@ JOBS = {
     "dataset": "sos_jax.jobs.dataset",
     "batches": "sos_jax.jobs.batches",
     "pretrain": "sos_jax.jobs.pretrain",
+    "eval": "sos_jax.jobs.evaluate",
+    "quickstart": "sos_jax.jobs.quickstart",
 }
 
 

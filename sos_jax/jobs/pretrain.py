@@ -67,7 +67,7 @@ def default_config(preset: str, form: str):
     return config
 
 
-def _model_config(config):
+def model_config(config):
     from sos_jax.models.gpt import GPTConfig
 
     fields.known(config, "model", MODEL_FIELDS)
@@ -77,7 +77,7 @@ def _model_config(config):
         raise ConfigError(f"config.model: {e}") from None
 
 
-def _mesh_shape(config) -> tuple[int, int, int]:
+def mesh_shape(config) -> tuple[int, int, int]:
     import jax
 
     fields.known(config, "mesh", ("data", "fsdp", "tensor"))
@@ -102,8 +102,8 @@ def validate(config, workdir: str | None) -> None:
     if fields.get(config, "job") != "pretrain":
         raise ConfigError(f"config.job={config.job!r}: this is the 'pretrain' job")
     fields.integer(config, "seed", 0)
-    model = _model_config(config)
-    data_rows, fsdp, _ = _mesh_shape(config)
+    model = model_config(config)
+    data_rows, fsdp, _ = mesh_shape(config)
     for name in ("steps", "warmup_steps", "grad_accum", "log_every", "eval_every", "eval_batches",
                  "checkpoint_every", "keep_checkpoints"):
         fields.integer(config, f"train.{name}", 0 if name in ("warmup_steps", "eval_every") else 1)
@@ -140,9 +140,9 @@ def run(config, workdir: str) -> dict[str, Any]:
         _check_eval_splits(config)
     os.makedirs(workdir, exist_ok=True)
     wall_start = time.perf_counter()
-    model_config = _model_config(config)
-    mesh = sharding.make_mesh(_mesh_shape(config))
-    model = sharding.create_sharded_model(model_config, mesh, config.seed)
+    gpt_config = model_config(config)
+    mesh = sharding.make_mesh(mesh_shape(config))
+    model = sharding.create_sharded_model(gpt_config, mesh, config.seed)
     tx = optim.make_optimizer(learning_rate=train.learning_rate, warmup_steps=train.warmup_steps,
                               total_steps=train.steps, end_fraction=train.end_fraction, b1=train.b1, b2=train.b2,
                               weight_decay=train.weight_decay, clip_norm=train.clip_norm)
@@ -160,11 +160,11 @@ def run(config, workdir: str) -> dict[str, Any]:
     batch_shape = (config.data.global_batch_size, config.data.seq_len)
     compile_start = time.perf_counter()
     steps = step.compile_steps(graphdef, rest, state, tx, lr, mesh, batch_shape=batch_shape,
-                               accum=train.grad_accum, dropout=model_config.dropout > 0)
+                               accum=train.grad_accum, dropout=gpt_config.dropout > 0)
     compile_s = time.perf_counter() - compile_start
-    n_params = model_config.num_params()
+    n_params = gpt_config.num_params()
     peak, peak_source = metrics.peak_flops_per_device(float(train.peak_flops))
-    flops_per_token = model_config.flops_per_token(config.data.seq_len)
+    flops_per_token = gpt_config.flops_per_token(config.data.seq_len)
     memory = f"{steps.memory_bytes / 2**20:,.1f} MiB" if steps.memory_bytes else "not reported"
     print(f"pretrain: {n_params:,} parameters, mesh {dict(mesh.shape)}, batches of {batch_shape}, steps {start}.."
           f"{train.steps}; compiled in {compile_s:.1f}s, memory estimate {memory}; MFU peak {peak:.3g} FLOP/s per "

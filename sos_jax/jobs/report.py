@@ -3,14 +3,13 @@ example texts, and the token-length histogram plot."""
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 import numpy as np
 
 from sos_jax.data.trace_stats import LENGTH_BINS
-from sos_jax.jobs import write_atomic
+from sos_jax.files import write_figure
 
 # Table columns: (header, stats key, width, format spec); a column shows when its key is in the stats.
 _COLUMNS = (("count", "count", 7, ""), ("solved", "solve_rate", 7, ".1%"), ("tok med", "tokens_median", 8, ".0f"),
@@ -68,8 +67,4 @@ def save_plot(path: str, hists: dict[str, tuple[list[int], str]], cut: int, cut_
     ax.set_ylabel("traces")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    write_figure(path, fig)

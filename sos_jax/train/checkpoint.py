@@ -14,6 +14,7 @@ import os
 import jax
 
 CHECKPOINTS = "checkpoints"
+STEP_MARKER = "_CHECKPOINT_METADATA"  # in every finished step directory (saves in flight write to a temporary one)
 
 
 class CheckpointError(RuntimeError):
@@ -64,3 +65,50 @@ class Checkpoints:
     def close(self) -> None:
         """Waits for pending saves and releases the checkpointer."""
         self._ckptr.close()
+
+
+def find_checkpoint(path: str) -> str:
+    """The checkpoint directory ``path`` names: a step directory itself, or the newest step under a
+    ``checkpoints/`` directory or under a run's workdir. ``CheckpointError`` when there is none."""
+    def complete(folder: str) -> bool:
+        return os.path.isfile(os.path.join(folder, STEP_MARKER))
+
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such directory (give a pretrain workdir, its checkpoints/ or a step in it)")
+    if complete(path):
+        return path
+    root = os.path.join(path, CHECKPOINTS) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else path
+    steps = sorted((int(name) for name in os.listdir(root) if name.isdigit() and complete(os.path.join(root, name))),
+                   reverse=True)
+    if not steps:
+        raise CheckpointError(f"{path}: holds no complete checkpoint (looked in {root})")
+    return os.path.join(root, str(steps[0]))
+
+
+def saved_config(checkpoint: str) -> dict:
+    """The run config stored with a checkpoint (as a plain dict)."""
+    from orbax.checkpoint import v1 as ocp
+
+    try:
+        config = (ocp.metadata(checkpoint).custom_metadata or {}).get("config")
+    except Exception as e:  # unreadable metadata
+        raise CheckpointError(f"{checkpoint}: cannot read its metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{checkpoint}: holds no run config (not written by sos_jax's pretrain job?)")
+    return config
+
+
+def load_params(checkpoint: str, abstract_params):
+    """The parameters alone from a train-state checkpoint, laid out and sharded like
+    ``abstract_params`` (``jax.ShapeDtypeStruct`` leaves); the optimizer state is not read."""
+    from orbax.checkpoint import v1 as ocp
+
+    context = ocp.Context()
+    context.pytree.loading.partial_load = True
+    try:
+        with context:
+            return ocp.load(checkpoint, {"params": abstract_params}, checkpointable_name="state")["params"]
+    except Exception as e:  # unreadable, or written for another model
+        raise CheckpointError(f"{checkpoint}: cannot load its parameters ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]})") from e

@@ -1,0 +1,1 @@
+"""Evaluation on the host: pass@k, token budgets, trace-format checks, reports and plots."""
