@@ -14,8 +14,7 @@ _COLUMNS = (
     ("acc", 6, lambda s: f"{s['accuracy']:.1%}"),
     ("lax acc", 7, lambda s: f"{s['lax_accuracy']:.1%}"),
     ("pass@1", 6, lambda s: _share(s["pass_at_k"].get("1"))),
-    ("pass@8", 6, lambda s: _share(s["pass_at_k"].get("8"))),
-    ("pass@32", 7, lambda s: _share(s["pass_at_k"].get("32"))),
+    ("pass@k (k)", 12, lambda s: _largest_k(s["pass_at_k"])),
     ("tokens", 7, lambda s: "-" if s["mean_tokens_solved"] is None else f"{s['mean_tokens_solved']:.0f}"),
     ("malformed", 9, lambda s: f"{s['malformed']:.1%}"),
     ("cut", 6, lambda s: f"{s['cut']:.1%}"),
@@ -28,6 +27,14 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _largest_k(pass_at_k: dict[str, float]) -> str:
+    """pass@k at the largest k computed, with that k: ``"41.0% (32)"``; "-" when there is none."""
+    if not pass_at_k:
+        return "-"
+    k = max(pass_at_k, key=int)
+    return f"{_share(pass_at_k[k])} ({k})"
+
+
 def _fit(name: str, width: int) -> str:
     if len(name) <= width:
         return name
@@ -37,8 +44,8 @@ def _fit(name: str, width: int) -> str:
 
 def format_report(results: dict[str, dict[str, dict]]) -> str:
     """A plain-text table of ``results[model][split]`` (``summarize`` dicts): one row per (split,
-    model), splits in order of first appearance with a rule between them, shares in percent; "-"
-    where a pass@k is beyond the samples per problem or no sample was solved."""
+    model), splits in order of first appearance with a rule between them, shares in percent; pass@1
+    and pass@k at the largest k computed; "-" where no sample was solved."""
     splits = list(dict.fromkeys(split for per_split in results.values() for split in per_split))
     columns = " ".join(f"{h:>{w}}" for h, w, _ in _COLUMNS)
     split_w = min(_MAX_SPLIT, max([5] + [len(s) for s in splits]))
