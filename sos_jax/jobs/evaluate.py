@@ -370,9 +370,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                 summary = metrics.summarize(solved_PxN=grids["solved"], lax_solved_PxN=grids["lax_solved"],
                                             tokens_PxN=grids["tokens"], malformed_PxN=grids["malformed"],
                                             cut_PxN=grids["cut"], budgets=budgets, ks=tuple(config.ks))
+                seconds = timings[f"{name}/{split}/{kind}"]  # the first split's pass includes compilation
                 summary.update(max_new_tokens=max_new, temperature=params.temperature,
-                               tokens_per_s=float(grids["tokens"].sum()) / max(timings[f"{name}/{split}/{kind}"],
-                                                                              1e-9))
+                               tokens_per_s=float(grids["tokens"].sum()) / max(seconds, 1e-9))
                 results.setdefault(kind, {}).setdefault(name, {})[split] = summary
 
     for kind, by_model in results.items():
@@ -394,6 +394,6 @@ def run(config, workdir: str) -> dict[str, Any]:
         "config": json.loads(json.dumps(config.to_dict())),
     }
     write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
-    print(f"eval: wrote {os.path.join(workdir, SUMMARY)}, {PASS_AT_K_PLOT if 'sampled' in results else ''} "
-          f"{BUDGET_PLOT}".replace("  ", " "), flush=True)
+    plots = ([PASS_AT_K_PLOT] if "sampled" in results else []) + [BUDGET_PLOT]
+    print(f"eval: wrote {os.path.join(workdir, SUMMARY)} and {', '.join(plots)}", flush=True)
     return summary
