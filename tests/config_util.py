@@ -1,4 +1,4 @@
-"""Loading the project's config files in tests, as ``sos_jax.main`` does."""
+"""Test helpers: loading the project's config files as ``sos_jax.main`` does, running benchmarks."""
 
 import importlib.util
 import os
@@ -25,3 +25,21 @@ def load_config(name: str, preset: str = "tiny", **overrides):
         node[leaf] = value
     config.lock()
     return config
+
+
+def run_benchmark(script: str, *args: str, devices: int | None = None, timeout: int = 300):
+    """Runs ``benchmarks/<script>`` with ``--json`` on the CPU; returns ``(last-line JSON, stdout lines)``
+    after checking that it succeeded and printed a readable report before the JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if devices:
+        env["JAX_NUM_CPU_DEVICES"] = str(devices)
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", script), *args, "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) > 1  # the readable report comes first
+    return json.loads(lines[-1]), lines

@@ -1,22 +1,10 @@
 """benchmarks/countdown_gen.py runs with a tiny --n and prints one parseable JSON object last."""
 
-import json
-import os
-import subprocess
-import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from config_util import run_benchmark
 
 
 def test_benchmark_json_last_line():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "countdown_gen.py"),
-           "--n", "48", "--batch", "32", "--max-len", "256", "--python-n", "8", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) > 1  # the readable table comes first
-    out = json.loads(lines[-1])
+    out, _ = run_benchmark("countdown_gen.py", "--n", "48", "--batch", "32", "--max-len", "256", "--python-n", "8")
     for key in ("traces_per_s", "python_traces_per_s", "ratio", "compile_s", "n", "backend", "max_len",
                 "truncated_share", "solve_rate", "median_tokens", "p95_tokens", "by_strategy"):
         assert key in out, key
@@ -31,14 +19,9 @@ def test_benchmark_json_last_line():
 
 
 def test_data_throughput_json_last_line():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
-    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "data_throughput.py"), "--problems", "64",
-           "--seq-len", "256", "--batch", "8", "--batches", "2", "--records", "32", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
+    out, lines = run_benchmark("data_throughput.py", "--problems", "64", "--seq-len", "256", "--batch", "8",
+                               "--batches", "2", "--records", "32", devices=2, timeout=600)
     assert any(line.startswith("grain pipeline") for line in lines)
-    out = json.loads(lines[-1])
     assert out["seq_len"] == 256 and out["global_batch_size"] == 8 and out["records"] == 32
     assert out["device_count"] == 2
     for key in ("baseline_tokens_per_s", "grain_host_tokens_per_s", "grain_device_tokens_per_s",

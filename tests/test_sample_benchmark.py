@@ -5,28 +5,18 @@ with torch (and transformers, or the plain fallback) the greedy tokens of both m
 """
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 
+from config_util import run_benchmark
 from sos_jax.models.gpt import PRESETS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("preset", "num_params", "batch", "prompt_len", "new_tokens", "backend", "device_count", "compile_s",
         "seconds", "tokens_per_s", "torch_model", "torch_version", "torch_seconds", "torch_tokens_per_s",
         "ratio_vs_torch", "tokens_match", "torch_reason")
 
 
 def test_sample_throughput_json_last_line():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
-    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "sample_throughput.py"), "--preset", "tiny",
-           "--batch", "4", "--new-tokens", "16", "--repeats", "1", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) > 1  # the readable report comes first
-    out = json.loads(lines[-1])
+    out, _ = run_benchmark("sample_throughput.py", "--preset", "tiny", "--batch", "4", "--new-tokens", "16",
+                           "--repeats", "1", devices=2)
     for key in KEYS:
         assert key in out, key
     assert out["preset"] == "tiny" and out["num_params"] == PRESETS["tiny"].num_params()

@@ -4,26 +4,17 @@ Passes with or without torch installed: without it the PyTorch fields are None a
 """
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from config_util import run_benchmark
+
 KEYS = ("preset", "num_params", "seq_len", "global_batch_size", "steps", "backend", "device_count", "compile_s",
         "step_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_flops_per_device", "peak_source",
         "matmul_peak_share", "torch_tokens_per_s", "torch_model", "torch_num_params", "ratio_vs_torch")
 
 
 def test_train_throughput_json_last_line():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
-    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "train_throughput.py"), "--preset", "tiny",
-           "--seq-len", "64", "--batch", "8", "--steps", "2", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) > 1  # the readable report comes first
-    out = json.loads(lines[-1])
+    out, _ = run_benchmark("train_throughput.py", "--preset", "tiny", "--seq-len", "64", "--batch", "8", "--steps", "2",
+                           devices=2)
     for key in KEYS:
         assert key in out, key
     assert out["preset"] == "tiny" and out["seq_len"] == 64 and out["global_batch_size"] == 8 and out["steps"] == 2
