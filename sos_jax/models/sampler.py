@@ -27,6 +27,7 @@ divide by the batch axes' size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -153,11 +154,7 @@ class Sampler:
                              f"model's context GPTConfig.max_len {config.max_len}")
         rows = batch_size * params.num_samples
         if mesh is not None:
-            shards = parallel.batch_sharding(mesh)
-            parts = shards.mesh.shape
-            split = 1
-            for axis in parallel.BATCH_AXES:
-                split *= parts.get(axis, 1)
+            split = math.prod(dict(mesh.shape).get(axis, 1) for axis in parallel.BATCH_AXES)
             if rows % split:
                 raise ValueError(f"Sampler: {rows} rows (batch x num_samples) do not divide over the mesh's batch "
                                  f"axes ({split} shards)")
