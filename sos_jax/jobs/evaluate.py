@@ -113,23 +113,12 @@ def validate(config, workdir: str | None) -> None:
     fields.boolean(config, "untrained_baseline")
     fields.integer(config, "seed", 0)
     data_rows, fsdp, _ = pretrain.mesh_shape(config)
-    source = fields.choice(config, "data.source", SOURCES)
     splits = fields.get(config, "data.splits")
     if isinstance(splits, str):
         splits = (splits,)
     if not splits or any(s not in EVAL_SPLITS for s in splits) or len(set(splits)) != len(splits):
         raise ConfigError(f"config.data.splits={splits!r}: distinct names from {', '.join(EVAL_SPLITS)}")
-    n = fields.integer(config, "data.num_problems", 0)
-    if source == "dataset":
-        if not isinstance(config.data.data_dir, str) or not config.data.data_dir:
-            raise ConfigError("config.data.data_dir: the dataset's directory is required with data.source='dataset'")
-        fields.choice(config, "data.form", ("sos", "ot"))
-    else:
-        if n < 1:
-            raise ConfigError("config.data.num_problems: must be >= 1 with data.source='generated'")
-        fields.integer(config, "data.seed", 0)
-        fields.integer(config, "data.split_seed", 0)
-        fields.spec_from_config(config, "data.env")
+    check_problem_source(config)
     batch = fields.integer(config, "sampling.batch_size", 1)
     fields.integer(config, "sampling.max_new_tokens", 0)
     greedy = fields.boolean(config, "sampling.greedy")
@@ -151,6 +140,22 @@ def validate(config, workdir: str | None) -> None:
     if not workdir:
         raise WorkdirError("--workdir is required")
     fields.workdir_free(workdir, SUMMARY, fields.boolean(config, "overwrite"))
+
+
+def check_problem_source(config) -> None:
+    """Checks the fields of ``config.data`` that :func:`load_problems` reads (splits aside)."""
+    source = fields.choice(config, "data.source", SOURCES)
+    n = fields.integer(config, "data.num_problems", 0)
+    if source == "dataset":
+        if not isinstance(config.data.data_dir, str) or not config.data.data_dir:
+            raise ConfigError("config.data.data_dir: the dataset's directory is required with data.source='dataset'")
+        fields.choice(config, "data.form", ("sos", "ot"))
+    else:
+        if n < 1:
+            raise ConfigError("config.data.num_problems: must be >= 1 with data.source='generated'")
+        fields.integer(config, "data.seed", 0)
+        fields.integer(config, "data.split_seed", 0)
+        fields.spec_from_config(config, "data.env")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,9 +248,10 @@ def score(nums_RxK, target_R, prompts_RxW, prompt_lengths_R, tokens_RxT, lengths
 # ------------------------------------------------------------------------------------------------
 
 
-def _models(config, mesh) -> dict[str, dict[str, Any]]:
-    """``{name: {"graphdef", "state", "model", "checkpoint", "step"}}``: each checkpoint's parameters
-    restored onto ``mesh`` with the model config saved beside them (plus the untrained baseline)."""
+def load_model(path: str, mesh) -> dict[str, Any]:
+    """``{"graphdef", "state", "model", "checkpoint", "step"}``: the parameters of the checkpoint
+    ``path`` names (a run's workdir, its ``checkpoints/`` or a step in it) restored onto ``mesh``,
+    in the model the config saved beside them describes (``model`` is its ``GPTConfig``)."""
     from flax import nnx
     from ml_collections import config_dict
 
@@ -253,17 +259,24 @@ def _models(config, mesh) -> dict[str, dict[str, Any]]:
     from sos_jax.models import sharding
     from sos_jax.train import checkpoint
 
-    out = {}
-    for name, path in checkpoints(config).items():
-        where = checkpoint.find_checkpoint(path)
-        saved = config_dict.ConfigDict(checkpoint.saved_config(where))
-        model_config = pretrain.model_config(saved)
-        graphdef, abstract = sharding.abstract_model(model_config, mesh)
-        graphdef, params, rest = nnx.split(nnx.merge(graphdef, abstract), nnx.Param, ...)
-        params = checkpoint.load_params(where, params)
-        graphdef, state = nnx.split(nnx.merge(graphdef, params, rest))
-        out[name] = {"graphdef": graphdef, "state": state, "model": model_config, "checkpoint": where,
-                     "step": int(os.path.basename(where))}
+    where = checkpoint.find_checkpoint(path)
+    saved = config_dict.ConfigDict(checkpoint.saved_config(where))
+    model_config = pretrain.model_config(saved)
+    graphdef, abstract = sharding.abstract_model(model_config, mesh)
+    graphdef, params, rest = nnx.split(nnx.merge(graphdef, abstract), nnx.Param, ...)
+    params = checkpoint.load_params(where, params)
+    graphdef, state = nnx.split(nnx.merge(graphdef, params, rest))
+    return {"graphdef": graphdef, "state": state, "model": model_config, "checkpoint": where,
+            "step": int(os.path.basename(where))}
+
+
+def _models(config, mesh) -> dict[str, dict[str, Any]]:
+    """``{name: load_model(...)}`` for each checkpoint (plus the untrained baseline)."""
+    from flax import nnx
+
+    from sos_jax.models import sharding
+
+    out = {name: load_model(path, mesh) for name, path in checkpoints(config).items()}
     if config.untrained_baseline:
         first = next(iter(out.values()))["model"]
         graphdef, state = nnx.split(sharding.create_sharded_model(first, mesh, config.seed))

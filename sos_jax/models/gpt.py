@@ -150,7 +150,7 @@ class KV(NamedTuple):
     v: jax.Array
 
 
-def _meta(*names: str | None) -> dict:
+def logical_axes(*names: str | None) -> dict:
     """Variable metadata: logical axis names; sharded later (create_sharded_model), not eagerly."""
     return {"out_sharding": names, "eager_sharding": False}
 
@@ -198,12 +198,12 @@ class Attention(nnx.Module):
         self.config = config
         self.qkv = nnx.LinearGeneral(
             d, (3, n, h), dtype=dtype, param_dtype=param_dtype, kernel_init=_normal(INIT_STD),
-            kernel_metadata=_meta("embed", None, "heads", "kv"), bias_metadata=_meta(None, "heads", "kv"),
+            kernel_metadata=logical_axes("embed", None, "heads", "kv"), bias_metadata=logical_axes(None, "heads", "kv"),
             rngs=rngs)
         self.out = nnx.LinearGeneral(
             (n, h), d, axis=(-2, -1), dtype=dtype, param_dtype=param_dtype,
             kernel_init=_normal(INIT_STD / math.sqrt(2 * config.num_layers)),
-            kernel_metadata=_meta("heads", "kv", "embed"), bias_metadata=_meta("norm"), rngs=rngs)
+            kernel_metadata=logical_axes("heads", "kv", "embed"), bias_metadata=logical_axes("norm"), rngs=rngs)
 
     def _project(self, x_BxLxD, positions_BxL):
         """Queries, keys and values ``[B, L, N, H]`` (RoPE applied to queries and keys)."""
@@ -271,10 +271,10 @@ class MLP(nnx.Module):
         d, f = config.d_model, config.d_ff
         dtype, param_dtype = DTYPES[config.dtype], DTYPES[config.param_dtype]
         self.fc1 = nnx.Linear(d, f, dtype=dtype, param_dtype=param_dtype, kernel_init=_normal(INIT_STD),
-                              kernel_metadata=_meta("embed", "mlp"), bias_metadata=_meta("mlp"), rngs=rngs)
+                              kernel_metadata=logical_axes("embed", "mlp"), bias_metadata=logical_axes("mlp"), rngs=rngs)
         self.fc2 = nnx.Linear(f, d, dtype=dtype, param_dtype=param_dtype,
                               kernel_init=_normal(INIT_STD / math.sqrt(2 * config.num_layers)),
-                              kernel_metadata=_meta("mlp", "embed"), bias_metadata=_meta("norm"), rngs=rngs)
+                              kernel_metadata=logical_axes("mlp", "embed"), bias_metadata=logical_axes("norm"), rngs=rngs)
 
     def __call__(self, x_BxLxD):
         h_BxLxF = constrain(jax.nn.gelu(self.fc1(x_BxLxD)), ("batch", "act_length", "act_mlp"))
@@ -283,8 +283,8 @@ class MLP(nnx.Module):
 
 def _layer_norm(config: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return nnx.LayerNorm(config.d_model, epsilon=LN_EPS, dtype=DTYPES[config.dtype],
-                         param_dtype=DTYPES[config.param_dtype], scale_metadata=_meta("norm"),
-                         bias_metadata=_meta("norm"), rngs=rngs)
+                         param_dtype=DTYPES[config.param_dtype], scale_metadata=logical_axes("norm"),
+                         bias_metadata=logical_axes("norm"), rngs=rngs)
 
 
 class Block(nnx.Module):
@@ -320,22 +320,28 @@ class GPT(nnx.Module):
         self.config = config
         dtype, param_dtype = DTYPES[config.dtype], DTYPES[config.param_dtype]
         self.embed = nnx.Embed(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype,
-                               embedding_init=_normal(INIT_STD), embedding_metadata=_meta("vocab", "embed"),
+                               embedding_init=_normal(INIT_STD), embedding_metadata=logical_axes("vocab", "embed"),
                                rngs=rngs)
         if config.positions == "learned":
             self.pos_embed = nnx.Embed(config.max_len, config.d_model, dtype=dtype, param_dtype=param_dtype,
                                        embedding_init=_normal(INIT_STD),
-                                       embedding_metadata=_meta("length", "embed"), rngs=rngs)
+                                       embedding_metadata=logical_axes("length", "embed"), rngs=rngs)
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.ln_f = _layer_norm(config, rngs)
         if not config.tie_embeddings:
             self.head = nnx.Linear(config.d_model, config.vocab_size, use_bias=False, dtype=dtype,
                                    param_dtype=param_dtype, kernel_init=_normal(INIT_STD),
-                                   kernel_metadata=_meta("embed", "vocab"), rngs=rngs)
+                                   kernel_metadata=logical_axes("embed", "vocab"), rngs=rngs)
         self.dropout = nnx.Dropout(config.dropout)
 
     def __call__(self, inputs_BxL, *, segment_ids_BxL=None, positions_BxL=None, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self._logits(self.hidden(inputs_BxL, segment_ids_BxL=segment_ids_BxL, positions_BxL=positions_BxL,
+                                        deterministic=deterministic, rngs=rngs))
+
+    def hidden(self, inputs_BxL, *, segment_ids_BxL=None, positions_BxL=None, deterministic: bool = True,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+        """The last block's output ``[B, L, D]`` (before the final LayerNorm); ``__call__``'s arguments."""
         config = self.config
         _, length = inputs_BxL.shape
         if config.positions == "learned" and positions_BxL is None and length > config.max_len:
@@ -350,7 +356,12 @@ class GPT(nnx.Module):
         x_BxLxD = self.dropout(self._embed(inputs_BxL, positions_BxL), deterministic=deterministic, rngs=rngs)
         for block in self.blocks:
             x_BxLxD = block(x_BxLxD, mask_Bx1xLxL, positions_BxL, is_causal_only, deterministic, rngs)
-        return self._logits(x_BxLxD)
+        return x_BxLxD
+
+    def features(self, inputs_BxL, *, segment_ids_BxL=None, positions_BxL=None) -> jax.Array:
+        """The final hidden states ``[B, L, D]`` after the last LayerNorm (what the output head reads;
+        a value head reads them too). Deterministic."""
+        return self.ln_f(self.hidden(inputs_BxL, segment_ids_BxL=segment_ids_BxL, positions_BxL=positions_BxL))
 
     def cached(self, tokens_BxT, positions_BxT, start_B, cache: tuple[KV, ...], index, span: int
                ) -> tuple[jax.Array, tuple[KV, ...]]:

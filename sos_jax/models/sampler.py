@@ -192,6 +192,11 @@ class Sampler:
             decode_state = self._prefill(state, prompts_BxP, lengths_B, key)
             return self._decode(state, decode_state).samples
 
+    def generate(self, state, prompts_BxP, lengths_B, key) -> Samples:
+        """Prefill and decode as one traceable function (to compose inside a larger jitted
+        function, e.g. an RL rollout with its rewards); ``__call__``'s arguments."""
+        return self._decode_fn(state, self._prefill_fn(state, prompts_BxP, lengths_B, key)).samples
+
     def _prefill_fn(self, state, prompts_BxP, lengths_B, key) -> DecodeState:
         params, n, p = self.params, self.params.num_samples, self.prompt_len
         model = nnx.merge(self.graphdef, state)

@@ -141,8 +141,9 @@ def state_shardings(state, mesh: jax.sharding.Mesh):
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def abstract_model(config: GPTConfig, mesh: jax.sharding.Mesh, seed: int = 0):
-    """``(graphdef, state)`` of ``GPT(config)`` without allocating it: every variable holds a
+def abstract_model(config: GPTConfig, mesh: jax.sharding.Mesh, seed: int = 0, module=None):
+    """``(graphdef, state)`` of ``GPT(config)`` (or ``module(config, rngs=...)``, another module
+    built from a ``GPTConfig``) without allocating it: every variable holds a
     ``jax.ShapeDtypeStruct`` carrying its ``NamedSharding`` on ``mesh`` (e.g. an orbax restore target).
 
     Note: run ``nnx.eval_shape`` on this model *outside* a ``jax.set_mesh`` context (as here): under
@@ -151,23 +152,26 @@ def abstract_model(config: GPTConfig, mesh: jax.sharding.Mesh, seed: int = 0):
     from sos_jax.models.gpt import GPT
 
     config.validate()
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(seed))))
+    module = module or GPT
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(seed))))
     state = jax.tree.map(
         lambda v: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=_variable_sharding(v, mesh))),
         state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     return graphdef, state
 
 
-def create_sharded_model(config: GPTConfig, mesh: jax.sharding.Mesh, seed: int) -> GPT:
-    """A :class:`GPT` whose parameters are created directly in their sharded layout on ``mesh``."""
+def create_sharded_model(config: GPTConfig, mesh: jax.sharding.Mesh, seed: int, module=None) -> GPT:
+    """A :class:`GPT` (or ``module``, as in :func:`abstract_model`) whose parameters are created
+    directly in their sharded layout on ``mesh``."""
     from sos_jax.models.gpt import GPT
 
-    graphdef, abstract = abstract_model(config, mesh, seed)
+    module = module or GPT
+    graphdef, abstract = abstract_model(config, mesh, seed, module)
     shardings = jax.tree.map(lambda v: v.replace(v.get_value().sharding), abstract,
                              is_leaf=lambda x: isinstance(x, nnx.Variable))
 
     def init_state():
-        return nnx.state(GPT(config, rngs=nnx.Rngs(seed)))
+        return nnx.state(module(config, rngs=nnx.Rngs(seed)))
 
     with jax.set_mesh(mesh):
         state = jax.jit(init_state, out_shardings=shardings)()

@@ -1,7 +1,7 @@
 """Checkpoints of a training run with orbax (v1 ``training.Checkpointer``).
 
 A checkpoint holds the train state (parameters, optimizer state, step, RNG key data), the
-data-iterator state and, as metadata, the run's config. Saves are asynchronous, every
+data-iterator state (when the run has one) and, as metadata, the run's config. Saves are asynchronous, every
 ``every`` steps (and when asked, e.g. on SIGTERM); the last ``keep`` are kept. A checkpoint that
 cannot be read, or that does not fit the model, raises ``CheckpointError`` naming it and saying
 how to start afresh; nothing is ever deleted on error.
@@ -40,18 +40,19 @@ class Checkpoints:
         return None if latest is None else int(latest.step)
 
     def save(self, step: int, state: dict, data, config: dict, force: bool = False) -> bool:
-        """Starts an asynchronous save of ``state`` and the iterator ``data`` at ``step`` when the
-        interval says so (or ``force``); returns whether it did."""
+        """Starts an asynchronous save of ``state`` and the iterator ``data`` (or None) at ``step``
+        when the interval says so (or ``force``); returns whether it did."""
         return self._ckptr.save_checkpointables_async(
-            step, {"state": state, "data": data}, force=force, custom_metadata={"config": config}) is not None
+            step, _checkpointables(state, data), force=force, custom_metadata={"config": config}) is not None
 
     def restore(self, state: dict, data) -> dict:
-        """The newest checkpoint's state (laid out and sharded like ``state``); restores ``data`` in place."""
+        """The newest checkpoint's state (laid out and sharded like ``state``); restores ``data`` (if
+        not None) in place."""
         step = self.latest_step
         where = os.path.join(self.directory, str(step))
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
         try:
-            loaded = self._ckptr.load_checkpointables(step, {"state": abstract, "data": data})
+            loaded = self._ckptr.load_checkpointables(step, _checkpointables(abstract, data))
         except Exception as e:  # unreadable, or written for another model / optimizer / data source
             raise CheckpointError(
                 f"{where}: cannot be restored ({type(e).__name__}: {str(e).splitlines()[0][:300]}); to start afresh "
@@ -65,6 +66,10 @@ class Checkpoints:
     def close(self) -> None:
         """Waits for pending saves and releases the checkpointer."""
         self._ckptr.close()
+
+
+def _checkpointables(state, data) -> dict:
+    return {"state": state} if data is None else {"state": state, "data": data}
 
 
 def find_checkpoint(path: str) -> str:

@@ -7,9 +7,11 @@ import optax
 
 
 def schedule(*, peak: float, warmup_steps: int, total_steps: int, end_fraction: float) -> optax.Schedule:
-    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then cosine decay to ``peak * end_fraction``
-    at ``total_steps``."""
-    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(total_steps, warmup_steps + 1),
+    """Linear warmup from 0 to ``peak`` over ``warmup_steps`` (none: ``peak`` from the first step),
+    then cosine decay to ``peak * end_fraction`` at ``total_steps``."""
+    if warmup_steps == 0:
+        return optax.cosine_decay_schedule(peak, max(total_steps, 1), alpha=end_fraction)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1),
                                               end_value=peak * end_fraction)
 
 
