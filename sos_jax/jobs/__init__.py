@@ -19,6 +19,7 @@ JOBS = {
     "pretrain": "sos_jax.jobs.pretrain",
     "eval": "sos_jax.jobs.evaluate",
     "quickstart": "sos_jax.jobs.quickstart",
+    "rl": "sos_jax.jobs.rl",
 }
 
 
