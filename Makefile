@@ -15,7 +15,8 @@ help:
 	@echo "make quickstart  data, an SoS and an optimal-path model, and their evaluation, on CPU (workdir/quickstart)"
 	@echo "make test        fast tests on 8 fake CPU devices (pytest-xdist, 2 workers)"
 	@echo "make test-slow   the tests marked slow"
-	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py, train_throughput.py, sample_throughput.py"
+	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py, train_throughput.py, sample_throughput.py,"
+	@echo "                 rollout_throughput.py"
 	@echo "make clean       remove $(VENV) and workdir"
 
 venv: $(STAMP)
@@ -52,6 +53,7 @@ bench: venv
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/sample_throughput.py
+	$(PY) benchmarks/rollout_throughput.py
 
 clean:
 	rm -rf $(VENV) workdir
