@@ -393,8 +393,9 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
     ckpts.close()
     writers.close()
     signal.signal(signal.SIGTERM, previous)
-    return _summary(config, base, mesh, workdir, wall_start, ckpts.directory, step=int(jax.device_get(state["step"])),
-                    steps=train.steps, stopped_by_signal=stop["signal"] is not None)
+    return _summary(config, base, mesh, workdir, wall_start, ckpts.directory, step=ckpts.latest_step or 0,
+                    updates=int(jax.device_get(state["step"])), steps=train.steps,
+                    stopped_by_signal=stop["signal"] is not None)
 
 
 # ------------------------------------------------------------------------------------------------
