@@ -44,8 +44,8 @@ def texts(rollout: Rollout) -> list[str]:
 
 def guided_prompts(texts_R: list[str], nums_RxK, target_R, solutions: list, rng: random.Random
                    ) -> tuple[list[list[int]], list[int]]:
-    """For each row: ``BOS`` + the Guided-ReST edit of its trace, as ids, and the count of those ids
-    that came from the original prompt line (the rest count against the row's token budget)."""
+    """For each row: ``BOS`` + the Guided-ReST edit of its trace, as ids, and how many of those ids
+    follow the root line (they count against the row's token budget)."""
     from sos_jax.rl.guided import guide
 
     prompts, spent = [], []
