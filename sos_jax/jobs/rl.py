@@ -139,8 +139,8 @@ def validate(config, workdir: str | None) -> None:
     if algorithm in POLICY_GRADIENT:
         minibatch = config.train.minibatch_rows
         if (prompts * group) % minibatch or minibatch % (data_rows * fsdp):
-            raise ConfigError(f"config.train.minibatch_rows={minibatch}: must divide the {prompts * group} rollout rows "
-                              f"and be a multiple of mesh data x fsdp = {data_rows * fsdp}")
+            raise ConfigError(f"config.train.minibatch_rows={minibatch}: must divide the {prompts * group} rollout "
+                              f"rows and be a multiple of mesh data x fsdp = {data_rows * fsdp}")
         settings(config)
     else:
         for name in ("rounds", "epochs", "batch_size"):
@@ -487,7 +487,8 @@ def _expert_iteration(config, workdir, mesh, base, nums, target) -> dict[str, An
         lr = optim.schedule(peak=expert.learning_rate, warmup_steps=expert.warmup_steps, total_steps=total_steps,
                             end_fraction=0.1)
         with tqdm(total=total_steps if len(lengths) else 0, unit="step",
-                  desc=f"{config.algorithm} round {round_index + 1} fine-tuning", dynamic_ncols=True, leave=False) as bar:
+                  desc=f"{config.algorithm} round {round_index + 1} fine-tuning", dynamic_ncols=True,
+                  leave=False) as bar:
             params, tuned = ei.finetune(base_params, rest, graphdef, traces, lengths, tx=tx, lr=lr, mesh=mesh,
                                         batch=expert.batch_size, seq_len=seq_len, epochs=expert.epochs,
                                         seed=config.seed + round_index, bar=bar)

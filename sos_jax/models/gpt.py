@@ -271,10 +271,12 @@ class MLP(nnx.Module):
         d, f = config.d_model, config.d_ff
         dtype, param_dtype = DTYPES[config.dtype], DTYPES[config.param_dtype]
         self.fc1 = nnx.Linear(d, f, dtype=dtype, param_dtype=param_dtype, kernel_init=_normal(INIT_STD),
-                              kernel_metadata=logical_axes("embed", "mlp"), bias_metadata=logical_axes("mlp"), rngs=rngs)
+                              kernel_metadata=logical_axes("embed", "mlp"), bias_metadata=logical_axes("mlp"),
+                              rngs=rngs)
         self.fc2 = nnx.Linear(f, d, dtype=dtype, param_dtype=param_dtype,
                               kernel_init=_normal(INIT_STD / math.sqrt(2 * config.num_layers)),
-                              kernel_metadata=logical_axes("mlp", "embed"), bias_metadata=logical_axes("norm"), rngs=rngs)
+                              kernel_metadata=logical_axes("mlp", "embed"), bias_metadata=logical_axes("norm"),
+                              rngs=rngs)
 
     def __call__(self, x_BxLxD):
         h_BxLxF = constrain(jax.nn.gelu(self.fc1(x_BxLxD)), ("batch", "act_length", "act_mlp"))

@@ -107,8 +107,7 @@ class Rollouts:
 
     def __call__(self, state, prompts_BxP, lengths_B, nums_BxK, target_B, key) -> Rollout:
         """Rolls out every prompt ``num_samples`` times; see the module doc."""
-        args = (jnp.asarray(prompts_BxP, jnp.int32), jnp.asarray(lengths_B, jnp.int32), jnp.asarray(nums_BxK, jnp.int32),
-                jnp.asarray(target_B, jnp.int32))
+        args = tuple(jnp.asarray(x, jnp.int32) for x in (prompts_BxP, lengths_B, nums_BxK, target_B))
         if self.mesh is None:
             return self._run(state, *args, key)
         with jax.set_mesh(self.mesh):
@@ -121,7 +120,8 @@ class Rollouts:
         nums_RxK, target_R = jnp.repeat(nums_BxK, n, axis=0), jnp.repeat(target_B, n, axis=0)
         tokens_RxL = join(prompts_RxP, prompt_lengths_R, samples.tokens_BxT, samples.lengths_B)
         col_L = jnp.arange(tokens_RxL.shape[1], dtype=jnp.int32)[None, :]
-        completion_RxL = (col_L >= prompt_lengths_R[:, None]) & (col_L < (prompt_lengths_R + samples.lengths_B)[:, None])
+        end_R = prompt_lengths_R + samples.lengths_B
+        completion_RxL = (col_L >= prompt_lengths_R[:, None]) & (col_L < end_R[:, None])
         logprobs_RxL = join(jnp.zeros(prompts_RxP.shape, jnp.float32), prompt_lengths_R, samples.logprobs_BxT,
                             samples.lengths_B, fill=0.0)
         counts_R = jnp.full(target_R.shape, nums_RxK.shape[1], jnp.int32)
