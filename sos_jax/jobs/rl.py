@@ -243,10 +243,10 @@ def _max_new(config, model, prompt_width: int) -> int:
 def _host_metrics(rollout, seconds: float) -> dict[str, float]:
     import jax
 
-    host = jax.device_get(rollout)
-    tokens = float(host.lengths_R.sum())
-    return {"reward": float(host.reward_R.mean()), "solve_rate": float(host.solved_R.mean()),
-            "tokens_per_trace": tokens / len(host.lengths_R), "rollout_tokens_per_s": tokens / max(seconds, 1e-9),
+    reward, solved, lengths = jax.device_get((rollout.reward_R, rollout.solved_R, rollout.lengths_R))
+    tokens = float(lengths.sum())
+    return {"reward": float(reward.mean()), "solve_rate": float(solved.mean()),
+            "tokens_per_trace": tokens / len(lengths), "rollout_tokens_per_s": tokens / max(seconds, 1e-9),
             "rollout_s": seconds}
 
 
@@ -369,16 +369,15 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
             t1 = time.perf_counter()
             prepared = steps.prepare(state, params, out)
             order = np.random.default_rng([config.seed, step_index, 1])
-            sums: dict[str, float] = {}
-            updates = 0
+            per_update = []  # device metrics, fetched once after the step's updates
             for _ in range(train.epochs):
                 perm = order.permutation(rows)
                 for i in range(0, rows, train.minibatch_rows):
                     state, update_metrics = steps.update(state, prepared, perm[i:i + train.minibatch_rows])
-                    for k, v in jax.device_get(update_metrics).items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    updates += 1
-            logged.update({k: v / updates for k, v in sums.items()}, update_s=time.perf_counter() - t1)
+                    per_update.append(update_metrics)
+            per_update = jax.device_get(per_update)
+            logged.update({k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]},
+                          update_s=time.perf_counter() - t1)
             done = step_index + 1
             bar.update(1)
             bar.set_postfix(reward=f"{logged['reward']:.3f}", solved=f"{logged['solve_rate']:.1%}",
