@@ -16,7 +16,7 @@ help:
 	@echo "make test        fast tests on 8 fake CPU devices (pytest-xdist, 2 workers)"
 	@echo "make test-slow   the tests marked slow"
 	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py, train_throughput.py, sample_throughput.py,"
-	@echo "                 rollout_throughput.py"
+	@echo "                 rollout_throughput.py, sudoku_gen.py"
 	@echo "make clean       remove $(VENV) and workdir"
 
 venv: $(STAMP)
@@ -50,6 +50,7 @@ test-slow: venv
 
 bench: venv
 	$(PY) benchmarks/countdown_gen.py
+	$(PY) benchmarks/sudoku_gen.py
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/sample_throughput.py

@@ -1,5 +1,6 @@
 """benchmarks/countdown_gen.py runs with a tiny --n and prints one parseable JSON object last."""
 
+import pytest
 from config_util import run_benchmark
 
 
@@ -18,6 +19,7 @@ def test_benchmark_json_last_line():
         assert {"median_tokens", "p95_tokens", "solve_rate", "truncated_share"} <= set(s)
 
 
+@pytest.mark.slow
 def test_data_throughput_json_last_line():
     out, lines = run_benchmark("data_throughput.py", "--problems", "64", "--seq-len", "256", "--batch", "8",
                                "--batches", "2", "--records", "32", devices=2, timeout=600)

@@ -239,6 +239,7 @@ def _check_against_oracle(spec, batch, max_len, with_dfs=True):
             assert (text == expected[kind]) != bool(traces.truncated[i]), (kind, i)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_count,num_max", [(3, 99), (5, 60)])
 def test_other_number_counts_match_oracle(num_count, num_max):
     _check_against_oracle(env.CountdownSpec(num_count=num_count, num_max=num_max).validate(), 12, 1024)
@@ -253,6 +254,7 @@ def test_six_numbers_bfs_and_ot_match_oracle_and_dfs_refuses():
         cd.dfs_traces(nums, jnp.full((2,), 10), jnp.zeros((2,), jnp.int32), jnp.full((2,), 10), spec=spec, max_len=64)
 
 
+@pytest.mark.slow
 def test_generate_is_the_same_on_one_device_and_sharded_over_eight():
     targets = jnp.asarray(env.split_targets(SPEC, "seen"))
     fn = lambda key, t, idx: cd.generate(key, idx, t, spec=SPEC, strategy="sos", max_len=512)

@@ -115,6 +115,7 @@ def test_config_errors_name_the_field(tmp_path, overrides, field):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumes_to_the_same_parameters(tmp_path):
     """A real SIGKILL of a training process after its first checkpoint, then a restart."""
     import subprocess

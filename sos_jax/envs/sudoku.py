@@ -26,6 +26,7 @@ __all__ = [
     "UNIT_CELLS",
     "candidates",
     "count_solutions",
+    "equivalent_puzzles",
     "format_puzzle",
     "generate_puzzle",
     "is_solved",
@@ -370,6 +371,35 @@ def sample_puzzles(key: jax.Array, indices_B: jax.Array, clue_min: int = 22, clu
     carved = _finish_stragglers(carved, lanes=max(1, batch // 16) if lanes is None else lanes)
     return {"puzzle_Bx81": carved.best_81, "solution_Bx81": carved.solution_81,
             "clues_B": carved.best_clues}
+
+
+def _line_order(key: jax.Array) -> jax.Array:
+    """A random order of the 9 rows (or columns) that keeps bands together: the bands, then the
+    lines within each band, shuffled."""
+    band_key, line_key = jax.random.split(key)
+    bands_3 = jax.random.permutation(band_key, 3)
+    lines_3x3 = jax.vmap(lambda k: jax.random.permutation(k, 3))(jax.random.split(line_key, 3))
+    return (3 * bands_3[:, None] + lines_3x3).reshape(9)
+
+
+def equivalent_puzzles(key: jax.Array, puzzle_81: jax.Array, solution_81: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A random symmetry of a puzzle and its solution: values relabelled, bands and stacks
+    shuffled, rows within bands and columns within stacks shuffled, and a transpose half the time.
+
+    These maps keep every row, column and box a unit, so the clue count and the uniqueness of the
+    solution carry over, while the board (and so its trace) changes. ``vmap`` it over keys to draw
+    many equivalents of one generated puzzle cheaply.
+    """
+    value_key, row_key, col_key, flip_key = jax.random.split(key, 4)
+    relabel_10 = jnp.concatenate([jnp.zeros((1,), jnp.int32), jax.random.permutation(value_key, 9) + 1])
+    rows_9, cols_9 = _line_order(row_key), _line_order(col_key)
+    cells_9x9 = 9 * rows_9[:, None] + cols_9[None, :]
+    cells_81 = jnp.where(jax.random.bernoulli(flip_key), cells_9x9.T, cells_9x9).reshape(81)
+
+    def apply(board_81):
+        return relabel_10[jnp.asarray(board_81, jnp.int32)[cells_81]]
+
+    return apply(puzzle_81), apply(solution_81)
 
 
 def parse_puzzle(s: str) -> np.ndarray:
