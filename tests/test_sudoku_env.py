@@ -189,3 +189,18 @@ def test_sample_puzzles_is_seeded_by_index_and_shards():
     np.testing.assert_array_equal(np.asarray(sharded["puzzle_Bx81"])[:8], puzzles[: len(jax.devices())])
     with pytest.raises(ValueError, match="clue_min"):
         env.sample_puzzles(key, indices, clue_min=30, clue_max=28)
+
+
+def test_equivalent_puzzles_keep_clues_and_a_unique_solution():
+    puzzles, solutions = sudoku_test.load()
+    keys = jax.random.split(jax.random.key(3), 16)
+    draw = jax.jit(jax.vmap(env.equivalent_puzzles, in_axes=(0, None, None)))
+    p, s = (np.asarray(x) for x in draw(keys, puzzles[5], solutions[5]))
+    assert np.all(jax.jit(jax.vmap(env.is_solved))(s))
+    assert np.all(jax.jit(jax.vmap(env.count_solutions))(p) == 1)
+    assert np.all((p > 0).sum(axis=1) == (puzzles[5] > 0).sum())
+    assert np.all((p == 0) | (p == s))  # the clues are the solution's values
+    assert len({row.tobytes() for row in p}) == 16  # all different
+    # the map is a relabelling composed with a permutation of the cells
+    counts = sorted(np.bincount(puzzles[5][puzzles[5] > 0], minlength=10)[1:])
+    assert all(sorted(np.bincount(row[row > 0], minlength=10)[1:]) == counts for row in p)
