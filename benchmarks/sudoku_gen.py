@@ -9,7 +9,7 @@ apart after a warm-up call of the same shape, batches split over all devices:
 1. ``fresh``: ``n / variants`` new puzzles with unique solutions (``envs.sudoku.sample_puzzles``:
    a random grid, then clues removed while the solution stays unique, 22..28 clues);
 2. ``variants``: ``variants`` random symmetries of each (``envs.sudoku.equivalent_puzzles``), so
-   ``n`` puzzles in all (``--variants 1`` keeps the fresh puzzles alone);
+   ``n`` puzzles in all (with ``--variants 1`` each fresh puzzle is replaced by one symmetry of it);
 3. ``traces``: the backtracking trace and direct solution of each (``search.sudoku.trace_batch``)
    and the replay check of both (``search.sudoku_verify.replay_token_batch``).
 
@@ -167,7 +167,8 @@ def main(argv=None) -> dict:
     print(f"{'stage':<22}{'puzzles/s':>12}{'seconds':>10}")
     for name, per_s in device["stage_per_s"].items():
         print(f"{name:<22}{per_s:>12,.0f}{device['stage_s'][name]:>10.2f}")
-    print(f"{'pipeline':<22}{device['puzzles_with_traces_per_s']:>12,.0f}   ({args.variants} variants per fresh puzzle)")
+    per_s = device["puzzles_with_traces_per_s"]
+    print(f"{'pipeline':<22}{per_s:>12,.0f}   ({args.variants} variants per fresh puzzle)")
     print(f"{'pipeline, fresh only':<22}{device['fresh_pipeline_per_s']:>12,.0f}")
     if python["n"]:
         print(f"{'python traces':<22}{python['traces_per_s']:>12,.0f}   device traces {result['trace_speedup']:.1f}x")

@@ -55,6 +55,7 @@ def test_traces_are_the_reference_traces(puzzles, written):
     for i, puzzle in enumerate(puzzles[0]):
         reference = sp.trace(puzzle, branch, techniques)
         got = _text(out.trace_BxL[i], out.length_B[i])
+        assert _text(out.direct_BxM[i], out.direct_length_B[i]) == sp.shortcut(got), i  # also when cut
         if out.truncated_B[i]:
             assert not out.solved_B[i]
             assert reference.startswith(got + " \n"), i  # cut at a line end
@@ -94,6 +95,15 @@ def test_a_puzzle_without_solution_ends_unsolved():
     out = jax.jit(S.write_trace, static_argnames="max_tokens")(board, max_tokens=256)
     assert not out.solved_B and not out.truncated_B
     assert _text(out.trace_BxL, out.length_B).startswith("nocand: (0, 8)")
+    assert _text(out.direct_BxM, out.direct_length_B) == sp.shortcut(_text(out.trace_BxL, out.length_B))
+
+
+def test_a_trace_that_fills_the_buffer_exactly_is_complete(puzzles):
+    puzzle = puzzles[0][0]
+    words = len(tok.encode(sp.trace(puzzle, "fewest")))
+    fits, cut = (S.trace_batch(puzzle[None], max_tokens=m, lanes=1) for m in (words, words - 1))
+    assert int(fits.length_B[0]) == words and fits.solved_B[0] and not fits.truncated_B[0]
+    assert cut.truncated_B[0] and not cut.solved_B[0] and int(cut.length_B[0]) < words
 
 
 def test_sequences_are_the_training_text(puzzles):
@@ -106,8 +116,9 @@ def test_sequences_are_the_training_text(puzzles):
         assert tok.decode(np.asarray(ids[i])[: int(length[i])]) == tok.sequence_text(board, trace)
         assert tok.decode(np.asarray(ids[i])[: int(prompt[i])]) == f"START {board}\nSOL_S\n"
         assert np.all(np.asarray(ids[i])[int(length[i]):] == tok.MASK)
-    cut, cut_length, _ = jax.jit(S.sequences, static_argnums=3)(puzzles[0][0], out.trace_BxL[0], out.length_B[0], 100)
-    assert int(cut_length) == 100 and np.array_equal(cut, ids[0][:100])
+    cut, cut_length, cut_prompt = jax.jit(S.sequences, static_argnums=3)(puzzles[0][0], out.trace_BxL[0],
+                                                                         out.length_B[0], 100)
+    assert int(cut_length) == 100 and int(cut_prompt) == 100 and np.array_equal(cut, ids[0][:100])
 
 
 @pytest.mark.parametrize("kwargs, match", [({"branch": "random"}, "branch"), ({"techniques": "all"}, "techniques"),
@@ -140,3 +151,5 @@ def test_results_do_not_depend_on_the_lanes(puzzles):
             assert np.array_equal(getattr(runs[0], name), getattr(other, name)), name
     with pytest.raises(ValueError, match="lanes"):
         S.trace_batch(puzzles[0][:4], lanes=5)
+    with pytest.raises(ValueError, match="shape"):
+        S.trace_batch(np.zeros((0, 81), np.int32))

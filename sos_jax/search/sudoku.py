@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from sos_jax.envs import sudoku as env
@@ -41,8 +40,6 @@ DIRECT_WORDS = FILL_WORDS * 81  # a direct solution fills each open cell once
 EVENT_WORDS = 3 * FILL_WORDS + 2 * LINE_WORDS  # fill | nocand | nocand | revert | guess + its fill
 LANE_SHARE = 0.25  # default lanes of ``trace_batch``, as a share of the batch
 ELIMINATION_SHARE = 16  # at most 1 lane in this many runs the elimination step in one iteration
-PEERS_81x81 = np.zeros((81, 81), bool)
-PEERS_81x81[np.arange(81)[:, None], env.CELL_PEERS] = True
 
 
 @struct.dataclass
@@ -52,8 +49,9 @@ class Traces:
     ``trace_BxL`` holds the trace's ids (``MASK`` after ``length_B``; lines joined by ``n``, no
     ``n`` after the last), ``direct_BxM`` and ``direct_length_B`` the direct solution likewise.
     ``solved_B``: the search reached a full grid; ``truncated_B``: the trace did not fit the
-    buffer (then it holds the first words of the trace, cut at a line end, and ``solved_B`` is
-    false). ``guesses_B`` and ``reverts_B`` count those lines; ``board_Bx81`` is the final grid.
+    buffer (then it holds the trace's lines up to the last event that fit, and ``solved_B`` is
+    false; an event with a ``revert`` and the next ``guess`` is kept or dropped whole).
+    ``guesses_B`` and ``reverts_B`` count those lines; ``board_Bx81`` is the final grid.
     """
 
     trace_BxL: jax.Array
@@ -142,7 +140,7 @@ def _branch_line(keyword, cell, cands, last):
 
 def _place(board_81, mask_81, cell, bit):
     """Board and masks with ``cell`` filled with the value of ``bit``: its peers lose that candidate."""
-    peers_81 = jnp.asarray(PEERS_81x81)[cell]
+    peers_81 = jnp.asarray(techniques_lib.PEERS_81x81)[cell]
     return board_81.at[cell].set(_digit(bit)), jnp.where(peers_81, mask_81 & ~bit, mask_81).at[cell].set(0)
 
 
@@ -159,8 +157,9 @@ def _start(row, puzzle_81) -> _Lane:
     board_81 = jnp.asarray(puzzle_81, jnp.int32)
     zeros, no = jnp.zeros((DEPTH,), jnp.int32), jnp.bool_(False)
     return _Lane(row=jnp.asarray(row, jnp.int32), board_81=board_81, mask_81=env.candidates(board_81),
-                 cursor=techniques_lib.start(), deducing=jnp.bool_(True), stack_cell=zeros, stack_cands=zeros, stack_left=zeros,
-                 stack_direct=zeros, depth=jnp.int32(0), length=jnp.int32(0), direct_length=jnp.int32(0),
+                 cursor=techniques_lib.start(), deducing=jnp.bool_(True), stack_cell=zeros, stack_cands=zeros,
+                 stack_left=zeros, stack_direct=zeros, depth=jnp.int32(0), length=jnp.int32(0),
+                 direct_length=jnp.int32(0),
                  guesses=jnp.int32(0), reverts=jnp.int32(0), solved=no, truncated=no, done=no)
 
 
@@ -225,7 +224,7 @@ def _step(w: _Lane, stack_board, stack_mask, eliminated_81, struck, stall, branc
     line = jnp.minimum(jnp.sum(ends_6[None, :] <= slot[:, None], axis=1), 5)
     words = lines_6xW[line, jnp.clip(slot - ends_6[line] + lengths_6[line], 0, LINE_WORDS - 1)]
     event_len = ends_6[-1]
-    truncated = w.length + event_len > max_tokens
+    truncated = w.length + event_len - 1 > max_tokens  # the "n" after the last line is not kept
 
     # The direct solution: back to the branch's length on every guess, then the fill.
     direct_start = jnp.where(guessing, stack_direct[top], w.direct_length)
@@ -239,7 +238,8 @@ def _step(w: _Lane, stack_board, stack_mask, eliminated_81, struck, stall, branc
         deducing=(w.deducing & ~dead) | guessing,
         stack_cell=stack_cell, stack_cands=stack_cands, stack_left=stack_left, stack_direct=stack_direct,
         depth=depth - popping, length=w.length + event_len,
-        direct_length=jnp.where(event.writes_direct, direct_start + FILL_WORDS, w.direct_length),
+        direct_length=jnp.where(event.writes_direct, direct_start + FILL_WORDS,
+                                jnp.where(popping, stack_direct[top], w.direct_length)),
         guesses=w.guesses + guessing, reverts=w.reverts + reverting, solved=solved, done=solved | no_solution)
     new = jax.tree.map(lambda old, x: jnp.where(frozen, old, x), w, new)
     cut = truncated & ~w.done & ~stall
@@ -353,6 +353,8 @@ def trace_batch(puzzles_Bx81, branch: str = "fewest", techniques: str = "singles
     """
     _check(branch, techniques, max_tokens)
     batch = puzzles_Bx81.shape[0]
+    if batch < 1 or puzzles_Bx81.shape[1:] != (81,):
+        raise ValueError(f"puzzles_Bx81 must have shape [B >= 1, 81], got {puzzles_Bx81.shape}")
     lanes = max(1, int(batch * LANE_SHARE)) if lanes is None else lanes
     if not 1 <= lanes <= batch:
         raise ValueError(f"lanes={lanes}: must be in 1..{batch} (the batch size)")
@@ -364,7 +366,9 @@ def sequences(puzzle_81, body_L, body_length, max_len: int):
 
     ``START original : n <clue lines> solving n SOL_S n <body> n SOL_E END`` (``sudoku.md``), the
     clue lines ``(r, c) = v n`` in row-major order, ``MASK`` after the end. Also returns the prompt
-    length (the words up to and including ``SOL_S n``). A sequence longer than ``max_len`` is cut.
+    length (the words up to and including ``SOL_S n``; at most the length). A sequence longer than
+    ``max_len`` is cut. The body is taken as complete: pass a truncated trace and it still gets
+    ``n SOL_E END`` (leave such traces out, or cut the sequence at ``max_len`` instead).
     """
     puzzle_81 = jnp.asarray(puzzle_81, jnp.int32)
     clue_81 = puzzle_81 > 0
@@ -387,4 +391,5 @@ def sequences(puzzle_81, body_L, body_length, max_len: int):
     out = jax.lax.dynamic_update_slice(out, tail, (prompt_length + body_length,))
     length = prompt_length + body_length + 3
     ids = jnp.where(jnp.arange(max_len) < jnp.minimum(length, max_len), out[:max_len], tok.MASK)
-    return ids, jnp.minimum(length, max_len), prompt_length
+    length = jnp.minimum(length, max_len)
+    return ids, length, jnp.minimum(prompt_length, length)

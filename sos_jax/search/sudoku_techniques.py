@@ -43,7 +43,6 @@ UNIT_CELLS = env.UNIT_CELLS  # [27, 9]
 UNIT_MEMBERS_27x81 = np.zeros((27, 81), bool)
 UNIT_MEMBERS_27x81[np.arange(27)[:, None], UNIT_CELLS] = True
 CELL_UNITS_81x3 = np.array([np.flatnonzero(UNIT_MEMBERS_27x81[:, k]) for k in range(81)], np.int32)  # row, col, box
-SLOT_UNITS_27x9x3 = CELL_UNITS_81x3[UNIT_CELLS]  # the row, column and box of each slot of each unit
 PEERS_81x81 = np.zeros((81, 81), bool)
 PEERS_81x81[np.arange(81)[:, None], env.CELL_PEERS] = True
 
@@ -274,19 +273,17 @@ def wants_elimination(board_81, mask_81, cursor: Cursor, techniques: str) -> jax
     return ~found.sweep & ~found.hidden
 
 
-def deduce(board_81, mask_81, cursor: Cursor, techniques: str, eliminated_81=None, struck=None) -> Deduction:
+def deduce(board_81, mask_81, cursor: Cursor, techniques: str, eliminated_81, struck) -> Deduction:
     """The next deduction event on ``board_81`` / ``mask_81`` from ``cursor`` (module docstring).
 
-    With ``full``, ``eliminated_81, struck = eliminate(mask_81)`` are used when the event is the
-    elimination step; pass them in to compute them only where ``wants_elimination`` (they are
-    computed here when left out).
+    With ``full``, ``eliminated_81, struck`` must be ``eliminate(mask_81)`` where
+    ``wants_elimination`` holds (the event is then the elimination step); elsewhere, and with
+    ``singles``, they are not read, so a caller computes them only where they are wanted.
     """
     if techniques not in TECHNIQUES:
         raise ValueError(f"techniques must be one of {TECHNIQUES}, got {techniques!r}")
     if techniques == "singles":
         return _singles(board_81, mask_81, cursor)
-    if eliminated_81 is None:
-        eliminated_81, struck = eliminate(mask_81)
     found = _pass_fill(board_81, mask_81, cursor)
     fill = found.sweep | found.hidden
     # No fill left in the pass: eliminations, then a new pass if unique rectangles struck, else the end.
