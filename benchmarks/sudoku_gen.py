@@ -1,13 +1,14 @@
 """Sudoku puzzle and trace generation throughput: on device vs plain Python.
 
     python benchmarks/sudoku_gen.py [--n 16384] [--batch 1024] [--variants 64] [--branch fewest]
-        [--techniques full] [--max-tokens 4096] [--python-n 100] [--json]
+        [--techniques full] [--max-tokens 4096] [--minimal] [--python-n 100] [--json]
 
 On device (whatever backend jax picks; set JAX_PLATFORMS=cpu to force the CPU), each stage timed
 apart after a warm-up call of the same shape, batches split over all devices:
 
 1. ``fresh``: ``n / variants`` new puzzles with unique solutions (``envs.sudoku.sample_puzzles``:
-   a random grid, then clues removed while the solution stays unique, 22..28 clues);
+   a random grid, then clues removed while the solution stays unique, down to 22..28 clues; with
+   ``--minimal``, ``sample_minimal_puzzles``: one removal pass, the clue count it reaches);
 2. ``variants``: ``variants`` random symmetries of each (``envs.sudoku.equivalent_puzzles``), so
    ``n`` puzzles in all (with ``--variants 1`` each fresh puzzle is replaced by one symmetry of it);
 3. ``traces``: the backtracking trace and direct solution of each (``search.sudoku.trace_batch``)
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--branch", choices=S.BRANCH_ORDERS, default="fewest")
     p.add_argument("--techniques", choices=S.TECHNIQUES, default=S.TECHNIQUES[-1])
     p.add_argument("--max-tokens", type=int, default=4096, help="trace buffer (default 4096)")
+    p.add_argument("--minimal", action="store_true", help="fresh puzzles from one removal pass")
     p.add_argument("--python-n", type=int, default=100, help="puzzles for plain Python (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
@@ -78,7 +80,8 @@ def bench_device(args) -> dict:
     mesh = parallel.data_mesh()
     fresh_per_batch = args.batch // args.variants
     lanes = max(1, fresh_per_batch // (16 * jax.device_count()))
-    fresh = parallel.shard_rows(lambda key, i: env.sample_puzzles(key, i, lanes=lanes), mesh)
+    make = env.sample_minimal_puzzles if args.minimal else lambda key, i: env.sample_puzzles(key, i, lanes=lanes)
+    fresh = parallel.shard_rows(make, mesh)
     variants = jax.jit(jax.vmap(jax.vmap(env.equivalent_puzzles, in_axes=(0, None, None)), in_axes=(0, 0, 0)))
 
     def traces_and_check(puzzles_Bx81, solutions_Bx81):
@@ -97,15 +100,17 @@ def bench_device(args) -> dict:
         (puzzles, solutions), t_variants = _timed(variants, keys, made["puzzle_Bx81"], made["solution_Bx81"])
         puzzles, solutions = puzzles.reshape(-1, 81), solutions.reshape(-1, 81)
         written, t_traces = _timed(traces, puzzles, solutions)
-        return written, (t_fresh, t_variants, t_traces)
+        return written, made, (t_fresh, t_variants, t_traces)
 
     start = time.perf_counter()
     batch(args.n // args.batch)  # warm-up (compiles), on other puzzles than the measured ones
     warmup_s = time.perf_counter() - start
     times = np.zeros(3)
     cols = {k: [] for k in ("length", "solved", "truncated", "reverts", "trace_ok", "direct_ok")}
+    clues = []
     for b in range(args.n // args.batch):
-        (out, trace_ok, direct_ok), t = batch(b)
+        (out, trace_ok, direct_ok), made, t = batch(b)
+        clues.append(np.asarray(made["clues_B"]))
         times += t
         host = jax.device_get({"length": out.length_B, "solved": out.solved_B, "truncated": out.truncated_B,
                                "reverts": out.reverts_B, "trace_ok": trace_ok, "direct_ok": direct_ok})
@@ -123,6 +128,7 @@ def bench_device(args) -> dict:
         "warmup_s": warmup_s,
         "n": args.n,
         "fresh_n": fresh_n,
+        "fresh_clues_mean": float(np.concatenate(clues).mean()),
         # A trace cut by --max-tokens may still replay to the solution by chance (its last writes all
         # right), so the check is on the finished ones.
         "traces_verified": bool(data["trace_ok"][data["solved"]].all()
@@ -161,9 +167,11 @@ def main(argv=None) -> dict:
     result = {"device": device, "python": python,
               "trace_speedup": device["stage_per_s"]["traces"] / python["traces_per_s"] if python["n"] else None,
               "settings": {k: getattr(args, k) for k in ("n", "batch", "variants", "branch", "techniques",
-                                                         "max_tokens", "python_n", "seed")}}
+                                                         "max_tokens", "minimal", "python_n", "seed")}}
     print(f"{device['backend']} x{device['device_count']} ({device['device_kind']}), {args.branch}, "
           f"{args.techniques}, traces up to {args.max_tokens} tokens")
+    print(f"fresh puzzles: {'one removal pass' if args.minimal else '22..28 clues asked'}, "
+          f"mean {device['fresh_clues_mean']:.1f} clues")
     print(f"{'stage':<22}{'puzzles/s':>12}{'seconds':>10}")
     for name, per_s in device["stage_per_s"].items():
         print(f"{name:<22}{per_s:>12,.0f}{device['stage_s'][name]:>10.2f}")

@@ -184,6 +184,11 @@ def test_sample_puzzles_is_seeded_by_index_and_shards():
     other = env.sample_puzzles(jax.random.key(12), indices)
     assert not np.array_equal(np.asarray(other["puzzle_Bx81"]), puzzles)
 
+    one = jax.jit(env.generate_puzzle)  # the one-puzzle loop gives the batched loop's puzzles
+    for i in range(3):
+        clue_key, puzzle_key = jax.random.split(jax.random.fold_in(key, i))
+        np.testing.assert_array_equal(one(puzzle_key, jax.random.randint(clue_key, (), 22, 29))[0], puzzles[i])
+
     mesh = parallel.data_mesh()
     sharded = parallel.shard_rows(env.sample_puzzles, mesh)(key, jnp.arange(len(jax.devices())))
     np.testing.assert_array_equal(np.asarray(sharded["puzzle_Bx81"])[:8], puzzles[: len(jax.devices())])
@@ -204,3 +209,12 @@ def test_equivalent_puzzles_keep_clues_and_a_unique_solution():
     # the map is a relabelling composed with a permutation of the cells
     counts = sorted(np.bincount(puzzles[5][puzzles[5] > 0], minlength=10)[1:])
     assert all(sorted(np.bincount(row[row > 0], minlength=10)[1:]) == counts for row in p)
+
+
+def test_minimal_puzzles_lose_uniqueness_without_any_clue():
+    batch = jax.jit(env.sample_minimal_puzzles)(jax.random.key(5), jnp.arange(3))
+    puzzles = np.asarray(batch["puzzle_Bx81"])
+    assert np.asarray(count_batch(jnp.asarray(puzzles))).tolist() == [1] * 3
+    assert batch["clues_B"].tolist() == (puzzles > 0).sum(axis=1).tolist()
+    without = np.array([np.where(np.arange(81) == k, 0, p) for p in puzzles for k in np.flatnonzero(p)])
+    assert np.all(np.asarray(count_batch(jnp.asarray(without))) == 2)

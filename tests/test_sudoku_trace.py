@@ -133,6 +133,7 @@ def test_generation_benchmark_json_last_line():
                                "--python-n", "2", "--techniques", "singles", devices=2)
     device = out["device"]
     assert device["n"] == 32 and device["fresh_n"] == 8 and device["device_count"] == 2
+    assert 22 <= device["fresh_clues_mean"] <= 28
     assert device["traces_verified"] is True
     assert set(device["stage_per_s"]) == {"fresh", "variants", "traces"}
     assert all(v > 0 for v in device["stage_per_s"].values())
