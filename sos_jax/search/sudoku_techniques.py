@@ -1,9 +1,11 @@
 """Sudoku deduction on device, one event at a time, for the trace writer (``sos_jax.search.sudoku``).
 
-``deduce(board_81, mask_81, cursor, techniques)`` finds the next event of deduction on a board and
-its candidate masks (bit ``v - 1`` for value ``v``; 0 for a filled cell): a fill, a silent change
-of the masks, or the end of deduction. It mirrors the rules of the plain-Python reference
-``sos_jax.search.sudoku_python`` (read its docstring); ``Cursor`` holds where deduction stands.
+``deduce(board_81, mask_81, cursor, techniques, eliminated_81, struck)`` finds the next event of
+deduction on a board and its candidate masks (bit ``v - 1`` for value ``v``; 0 for a filled cell):
+a fill, a silent change of the masks, or the end of deduction. It mirrors the rules of the
+plain-Python reference ``sos_jax.search.sudoku_python`` (read its docstring); ``Cursor`` holds
+where deduction stands. The elimination step (``eliminate``) is by far the costliest, so the
+caller runs it only where ``wants_elimination`` holds and passes its result in.
 
 * ``singles``: naked singles by row-major sweeps on the live board: the next fill is the first
   naked single at or after the sweep's cell, or, when there is none, the first of a new sweep from
