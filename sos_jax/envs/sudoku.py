@@ -310,15 +310,16 @@ def _carve_batch(c: _Carve, rounds) -> _Carve:
     def active(c):
         return ~c.finished & (c.round < rounds)
 
+    def small(c):  # the fields a step changes, the stack aside
+        return c._replace(order_Rx81=0, solution_81=0, search=c.search._replace(stack_81x81=0))
+
     def body(c):
         on_B = active(c)
         new = jax.vmap(_carve_step)(c, on_B)
-        fixed = {"stack": new.search.stack_81x81, "order": c.order_Rx81, "solution": c.solution_81}
-        small = lambda x: x._replace(order_Rx81=0, solution_81=0, search=x.search._replace(stack_81x81=0))
         kept = jax.tree.map(lambda x, y: jnp.where(on_B.reshape((-1,) + (1,) * (jnp.ndim(x) - 1)), x, y),
                             small(new), small(c))
-        return kept._replace(order_Rx81=fixed["order"], solution_81=fixed["solution"],
-                             search=kept.search._replace(stack_81x81=fixed["stack"]))
+        return kept._replace(order_Rx81=c.order_Rx81, solution_81=c.solution_81,
+                             search=kept.search._replace(stack_81x81=new.search.stack_81x81))
 
     return jax.lax.while_loop(lambda c: jnp.any(active(c)), body, c)
 
@@ -405,9 +406,9 @@ def sample_minimal_puzzles(key: jax.Array, indices_B: jax.Array) -> dict:
     pass reaches, as ``sample_puzzles`` returns them.
 
     One pass in a random order and no restarts, so no puzzle waits for a hard clue count: on the
-    CPU 2-3x the rate of ``sample_puzzles`` (``benchmarks/sudoku_gen.py --minimal``). The counts follow the natural distribution of
-    minimal puzzles: mean about 24.4, 99.6% in 22..28 (measured on 1,280), close to the 200 test
-    puzzles (mean 24.3); check ``clues_B`` where the range matters.
+    CPU 2-3x the rate of ``sample_puzzles`` (``benchmarks/sudoku_gen.py --minimal``). The counts
+    follow the natural distribution of minimal puzzles: mean about 24.4, 99.6% in 22..28 (measured
+    on 1,280), close to the 200 test puzzles (mean 24.3); check ``clues_B`` where the range matters.
     """
     return sample_puzzles(key, indices_B, clue_min=MIN_CLUES, clue_max=MIN_CLUES, max_rounds=1)
 
