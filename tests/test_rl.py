@@ -2,6 +2,7 @@
 the policy's log-probabilities against the sampler's, GRPO on equal rewards, and the losses'
 wiring into the trainer."""
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -18,7 +19,6 @@ from sos_jax.models import sampler, sharding
 from sos_jax.models.gpt import PRESETS
 from sos_jax.rl import apa, grpo, ppo, rollout, trainer
 from sos_jax.rl.policy import ValueModel, sequence_logprobs
-from sos_jax.search.countdown_verify import verify_tokens
 from sos_jax.tokenizers import countdown as tok
 
 GOLDEN = [json.loads(line) for line in (Path(__file__).parent / "data" / "countdown_examples.jsonl").open()][:16]
@@ -57,10 +57,11 @@ def test_rewards_on_device_match_the_text_verifier():
     rep = np.repeat(np.arange(len(target)), 2)
     joined = rollout.join(jnp.asarray(prompts[rep]), jnp.asarray(prompt_lengths[rep]), jnp.asarray(new),
                           jnp.asarray([len(r) for r in rows]))
-    verdict = jax.vmap(verify_tokens)(
+    verdict = jax.vmap(rollout.countdown_verdict)(
         joined, jnp.asarray(prompt_lengths[rep] + [len(r) for r in rows]), jnp.asarray(nums[rep]),
-        jnp.full(len(rows), 4), jnp.asarray(target[rep]))
+        jnp.asarray(target[rep]))
     assert np.asarray(verdict["solved"]).tolist() == expected
+    assert np.asarray(verdict["formatted"]).tolist() == formatted
     assert any(expected) and not all(expected)
     lengths = jnp.asarray([len(r) for r in rows])
     plain = rollout.rewards(verdict, lengths, 100, rollout.RewardParams())
@@ -210,3 +211,56 @@ def test_trainer_update_on_8_devices_moves_the_policy_and_keeps_the_reference():
     for a, b in zip(jax.tree.leaves(jax.device_get(reference)), jax.tree.leaves(before[0])):
         np.testing.assert_array_equal(a, b)
     assert int(state["step"]) == 1
+
+
+def test_grpo_runs_on_sudoku_with_the_replay_reward():
+    """Sudoku rollouts (board prompts, ``END`` as EOS) judged by replay: the on-device verdict
+    equals ``replay_text`` on golden and broken answers, and one GRPO update on a tiny model with
+    the Sudoku vocabulary moves the policy."""
+    import optax
+
+    from sos_jax.data import sudoku_test
+    from sos_jax.envs.sudoku_check import replay_text
+    from sos_jax.search import sudoku as sudoku_search
+    from sos_jax.tokenizers import sudoku as stok
+
+    puzzles, solutions = (x[:8].astype(np.int32) for x in sudoku_test.load())
+    written = sudoku_search.trace_batch(puzzles, techniques="full", max_tokens=4096)
+    assert np.asarray(written.solved_B).all()
+    sequences = jax.jit(jax.vmap(sudoku_search.sequences, in_axes=(0, 0, 0, None)), static_argnums=3)
+    full, length, prompt = (np.asarray(x) for x in sequences(puzzles, written.direct_BxM, written.direct_length_B, 512))
+    # Judge each answer whole, and cut after its first 30 fills (not solved, not closed by SOL_E).
+    rows = np.concatenate([full, np.where(np.arange(512) < (prompt + 120)[:, None], full, stok.MASK)])
+    lengths = np.concatenate([length, prompt + 120])
+    verdict = jax.vmap(rollout.sudoku_verdict)(rows, lengths, np.tile(puzzles, (2, 1)), np.tile(solutions, (2, 1)))
+    expected = [replay_text(stok.decode(r[:n]), p, s) for r, n, p, s in zip(rows, lengths, np.tile(puzzles, (2, 1)),
+                                                                           np.tile(solutions, (2, 1)))]
+    assert np.asarray(verdict["solved"]).tolist() == expected == [True] * 8 + [False] * 8
+    assert np.asarray(verdict["formatted"]).tolist() == [True] * 8 + [False] * 8
+
+    mesh = sharding.make_mesh((8, 1, 1))
+    config = dataclasses.replace(PRESETS["tiny"], vocab_size=stok.VOCAB_SIZE, max_len=512)
+    graphdef, params = nnx.split(sharding.create_sharded_model(config, mesh, 0))
+    reference = jax.tree.map(jnp.copy, params)
+    tx = optax.adam(1e-3)
+    state = trainer.init_state(jax.tree.map(jnp.copy, params), {}, tx, tx, 0, mesh)
+    settings = types.SimpleNamespace(clip_eps=0.2, aggregation="token", kl_coef=0.0, kl_estimator="k3", scale=True,
+                                     group_size=2)
+    steps = trainer.make_trainer(grpo, settings, policy_graphdef=graphdef, value_graphdef=None, tx_policy=tx,
+                                 tx_value=tx, temperature=1.0, mesh=mesh)
+    width = int(prompt.max())
+    rollouts = rollout.Rollouts(graphdef, params, sampler.SamplingParams(max_new_tokens=24, temperature=1.0,
+                                                                         num_samples=2, eos_id=stok.END),
+                                rollout.RewardParams(), mesh=mesh, batch_size=8, prompt_len=width,
+                                judge=rollout.sudoku_verdict)
+    out = rollouts(state["params"], full[:, :width], prompt, puzzles, solutions, jax.random.key(0))
+    host = jax.device_get(out)
+    for r in range(16):  # the reward is the replay verdict of the row's own text
+        text = stok.decode(host.tokens_RxL[r, : host.prompt_lengths_R[r] + host.lengths_R[r]])
+        assert host.reward_R[r] == float(replay_text(text, puzzles[r // 2], solutions[r // 2]))
+    out = out.replace(reward_R=jnp.asarray(np.arange(16) % 3 == 0, jnp.float32))  # a reward signal to follow
+    batch = steps.prepare(state, reference, out)
+    state, metrics = steps.update(state, batch, jnp.arange(16))
+    assert all(np.isfinite(float(v)) for v in jax.device_get(metrics).values())
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(reference)),
+                                                     jax.tree.leaves(jax.device_get(state["params"]))))

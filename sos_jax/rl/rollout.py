@@ -1,10 +1,16 @@
 """Rollouts: G sampled completions per prompt, scored on device, in one jitted call.
 
-``Rollouts(graphdef, state, sampling, reward, mesh=..., batch_size=B, prompt_len=P)(state, prompts_BxP,
-lengths_B, nums_BxK, target_B, key)`` samples ``sampling.num_samples`` (G) completions of each
-prompt with the KV-cache sampler, joins each to its prompt, judges the joined sequence with the
-strict on-device verifier and computes the reward, all inside one ``jax.jit``: nothing returns to
-the host between the prompts and the rewards.
+``Rollouts(graphdef, state, sampling, reward, mesh=..., batch_size=B, prompt_len=P, judge=...)(state,
+prompts_BxP, lengths_B, problem_B, answer_B, key)`` samples ``sampling.num_samples`` (G)
+completions of each prompt with the KV-cache sampler, joins each to its prompt, judges the joined
+sequence on device and computes the reward, all inside one ``jax.jit``: nothing returns to the
+host between the prompts and the rewards.
+
+The judge fits the task: ``countdown_verdict`` (the default; ``problem_B`` the numbers [B, K],
+``answer_B`` the target [B]) runs the strict Countdown verifier, and ``sudoku_verdict``
+(``problem_B`` the puzzle [B, 81], ``answer_B`` its solution) the replay verifier of
+``sos_jax.search.sudoku_verify`` (a Sudoku prompt is the board up to ``SOL_S n``; its clue lines
+replay to the puzzle's own values, so they never change the verdict).
 
 Rows are prompt-major (row ``b * G + s``). A row's sequence is its prompt (``BOS`` + the root
 line, or any longer prefix such as a Guided-ReST edit) followed by its completion, right-padded
@@ -12,9 +18,9 @@ with ``PAD`` to ``L = P + T`` (``T = sampling.max_new_tokens``): the layout the 
 pass reads (positions 0, 1, ... from the row's first token).
 
 Reward (:class:`RewardParams`): 1 for a solved trace, else 0; plus ``format_weight`` when the
-trace ends in a well-formed goal claim with well-formed state and operation lines (the verifier
-got past the format checks: its reason is neither ``NO_GOAL``, ``NO_STATE`` nor ``NO_EXPLORE``),
-minus ``length_penalty * tokens / max_new_tokens``.
+answer is well formed (Countdown: it ends in a goal claim with well-formed state and operation
+lines, i.e. the verifier's reason is neither ``NO_GOAL``, ``NO_STATE`` nor ``NO_EXPLORE``; Sudoku:
+it closes its answer with ``SOL_E``), minus ``length_penalty * tokens / max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from sos_jax import parallel
 from sos_jax.envs.countdown_check import NO_EXPLORE, NO_GOAL, NO_STATE
 from sos_jax.models.sampler import Sampler, SamplingParams
 from sos_jax.search.countdown_verify import verify_tokens
+from sos_jax.search.sudoku_verify import replay_tokens
+from sos_jax.tokenizers import sudoku as sudoku_tok
 from sos_jax.tokenizers.countdown import PAD
 
 
@@ -76,12 +84,28 @@ def join(prompts_RxP, prompt_lengths_R, new_RxT, new_lengths_R, fill=PAD):
     return jnp.where(col_L < p_R, from_prompt, jnp.where(col_L < p_R + n_R, from_new, jnp.asarray(fill, new_RxT.dtype)))
 
 
+def countdown_verdict(tokens_L, length, nums_K, target) -> dict:
+    """``solved``, ``reason`` (the strict verifier's code, 0 when solved) and ``formatted`` of one
+    Countdown row (``BOS``, the prompt line, the completion)."""
+    verdict = verify_tokens(tokens_L, length, nums_K, jnp.int32(nums_K.shape[-1]), target)
+    formatted = ~jnp.isin(verdict["reason"], jnp.asarray((NO_GOAL, NO_STATE, NO_EXPLORE)))
+    return {"solved": verdict["solved"], "reason": verdict["reason"], "formatted": formatted}
+
+
+def sudoku_verdict(tokens_L, length, puzzle_81, solution_81) -> dict:
+    """``solved`` (the fills replay to the solution), ``reason`` (0 when solved, else 1) and
+    ``formatted`` (``SOL_E`` closes the answer) of one Sudoku row (the board prompt, the completion)."""
+    solved = replay_tokens(tokens_L, length, puzzle_81, solution_81)
+    inside_L = jnp.arange(tokens_L.shape[-1]) < length
+    formatted = jnp.any(inside_L & (tokens_L == sudoku_tok.SOL_E))
+    return {"solved": solved, "reason": jnp.where(solved, 0, 1).astype(jnp.int32), "formatted": formatted}
+
+
 def rewards(verdict: dict, lengths_R, max_new_tokens: int, params: RewardParams):
-    """The reward of each row from its verdict (``verify_tokens`` outputs) and generated length."""
+    """The reward of each row from its verdict (a judge's outputs) and generated length."""
     reward = verdict["solved"].astype(jnp.float32)
     if params.format_weight:
-        formatted = ~jnp.isin(verdict["reason"], jnp.asarray((NO_GOAL, NO_STATE, NO_EXPLORE)))
-        reward = reward + params.format_weight * formatted.astype(jnp.float32)
+        reward = reward + params.format_weight * verdict["formatted"].astype(jnp.float32)
     if params.length_penalty:
         reward = reward - params.length_penalty * lengths_R.astype(jnp.float32) / max_new_tokens
     return reward
@@ -89,12 +113,14 @@ def rewards(verdict: dict, lengths_R, max_new_tokens: int, params: RewardParams)
 
 class Rollouts:
     """A compiled rollout for one model, prompt batch shape, ``SamplingParams`` and ``RewardParams``
-    (see the module doc); ``state`` may be any state of the model's structure (updated parameters)."""
+    (see the module doc); ``state`` may be any state of the model's structure (updated parameters).
+    ``judge(tokens_L, length, problem, answer)`` gives one row's verdict (``countdown_verdict`` or
+    ``sudoku_verdict``)."""
 
     def __init__(self, graphdef, state, sampling: SamplingParams, reward: RewardParams, *, mesh=None,
-                 batch_size: int, prompt_len: int):
+                 batch_size: int, prompt_len: int, judge=countdown_verdict):
         self.sampler = Sampler(graphdef, state, sampling, mesh=mesh, batch_size=batch_size, prompt_len=prompt_len)
-        self.sampling, self.reward, self.mesh = sampling, reward.validate(), mesh
+        self.sampling, self.reward, self.mesh, self.judge = sampling, reward.validate(), mesh, judge
         if mesh is None:
             self._run = jax.jit(self._rollout_fn)
         else:
@@ -105,28 +131,26 @@ class Rollouts:
             self._run = jax.jit(self._rollout_fn, in_shardings=(state_shardings, rows, rows, rows, rows,
                                                                 NamedSharding(mesh, PartitionSpec())))
 
-    def __call__(self, state, prompts_BxP, lengths_B, nums_BxK, target_B, key) -> Rollout:
+    def __call__(self, state, prompts_BxP, lengths_B, problem_B, answer_B, key) -> Rollout:
         """Rolls out every prompt ``num_samples`` times; see the module doc."""
-        args = tuple(jnp.asarray(x, jnp.int32) for x in (prompts_BxP, lengths_B, nums_BxK, target_B))
+        args = tuple(jnp.asarray(x, jnp.int32) for x in (prompts_BxP, lengths_B, problem_B, answer_B))
         if self.mesh is None:
             return self._run(state, *args, key)
         with jax.set_mesh(self.mesh):
             return self._run(state, *args, key)
 
-    def _rollout_fn(self, state, prompts_BxP, lengths_B, nums_BxK, target_B, key) -> Rollout:
+    def _rollout_fn(self, state, prompts_BxP, lengths_B, problem_B, answer_B, key) -> Rollout:
         n = self.sampling.num_samples
         samples = self.sampler.generate(state, prompts_BxP, lengths_B, key)
         prompts_RxP, prompt_lengths_R = jnp.repeat(prompts_BxP, n, axis=0), jnp.repeat(lengths_B, n, axis=0)
-        nums_RxK, target_R = jnp.repeat(nums_BxK, n, axis=0), jnp.repeat(target_B, n, axis=0)
+        problem_R, answer_R = jnp.repeat(problem_B, n, axis=0), jnp.repeat(answer_B, n, axis=0)
         tokens_RxL = join(prompts_RxP, prompt_lengths_R, samples.tokens_BxT, samples.lengths_B)
         col_L = jnp.arange(tokens_RxL.shape[1], dtype=jnp.int32)[None, :]
         end_R = prompt_lengths_R + samples.lengths_B
         completion_RxL = (col_L >= prompt_lengths_R[:, None]) & (col_L < end_R[:, None])
         logprobs_RxL = join(jnp.zeros(prompts_RxP.shape, jnp.float32), prompt_lengths_R, samples.logprobs_BxT,
                             samples.lengths_B, fill=0.0)
-        counts_R = jnp.full(target_R.shape, nums_RxK.shape[1], jnp.int32)
-        verdict = jax.vmap(verify_tokens)(tokens_RxL, prompt_lengths_R + samples.lengths_B, nums_RxK, counts_R,
-                                          target_R)
+        verdict = jax.vmap(self.judge)(tokens_RxL, prompt_lengths_R + samples.lengths_B, problem_R, answer_R)
         return Rollout(tokens_RxL=tokens_RxL, completion_RxL=completion_RxL, logprobs_RxL=logprobs_RxL,
                        prompt_lengths_R=prompt_lengths_R, lengths_R=samples.lengths_B, stop_R=samples.stop_B,
                        reward_R=rewards(verdict, samples.lengths_B, self.sampling.max_new_tokens, self.reward),
