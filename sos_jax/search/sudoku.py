@@ -163,15 +163,16 @@ def _start(row, puzzle_81) -> _Lane:
                  guesses=jnp.int32(0), reverts=jnp.int32(0), solved=no, truncated=no, done=no)
 
 
-def _step(w: _Lane, stack_board, stack_mask, eliminated_81, struck, stall, branch: str, techniques: str,
+def _step(w: _Lane, stack_board, stack_mask, planned, eliminated_81, struck, stall, branch: str, techniques: str,
           max_tokens: int):
     """One event of the search (see the module docstring): the new lane, its stack arrays
     ([DEPTH, 81] boards and masks at the branch points) and the ``_Event`` to write.
 
-    ``eliminated_81, struck`` are the lane's elimination step (technique set ``full``), if it wants
-    one; a lane that wants one but was not served (``stall``) waits for the next iteration.
+    ``planned`` is the lane's next fill of the pass and ``eliminated_81, struck`` its elimination
+    step (technique set ``full``), if it wants one; a lane that wants one but was not served
+    (``stall``) waits for the next iteration.
     """
-    found = techniques_lib.deduce(w.board_81, w.mask_81, w.cursor, techniques, eliminated_81, struck)
+    found = techniques_lib.deduce(w.board_81, w.mask_81, w.cursor, techniques, planned, eliminated_81, struck)
     fill = w.deducing & found.fill
     fixed = w.deducing & found.stopped
     open_81 = w.board_81 == 0
@@ -281,21 +282,24 @@ def _run(puzzles_Nx81, branch: str, techniques: str, max_tokens: int, lanes: int
     n = puzzles_Nx81.shape[0]
     step = jax.vmap(functools.partial(_step, branch=branch, techniques=techniques, max_tokens=max_tokens))
     start = jax.vmap(_start)
-    wants = jax.vmap(functools.partial(techniques_lib.wants_elimination, techniques=techniques))
+    plan = jax.vmap(techniques_lib.pass_fill)
     served_lanes = max(1, lanes // ELIMINATION_SHARE)
 
     def eliminations(lane):
-        """The elimination step of up to ``served_lanes`` lanes that want one (the most costly
-        step, so it is run on those lanes only); the others that want one stall."""
-        want_B = wants(lane.board_81, lane.mask_81, lane.cursor) & lane.deducing & ~lane.done
-        if techniques == "singles":  # never wanted
-            return lane.mask_81, want_B, want_B
+        """Each lane's next fill of the pass, and the elimination step of up to ``served_lanes``
+        lanes that want one (the most costly step, so it is run on those lanes only); the others
+        that want one stall. Only with ``full``."""
+        if techniques == "singles":
+            no_B = jnp.zeros((lanes,), bool)
+            return None, lane.mask_81, no_B, no_B
+        planned_B = plan(lane.board_81, lane.mask_81, lane.cursor)
+        want_B = planned_B.wants_elimination & lane.deducing & ~lane.done
         served_K = jnp.nonzero(want_B, size=served_lanes, fill_value=lanes)[0]
         eliminated_K, struck_K = jax.vmap(techniques_lib.eliminate)(lane.mask_81[jnp.minimum(served_K, lanes - 1)])
         eliminated_B = lane.mask_81.at[served_K].set(eliminated_K, mode="drop")
         struck_B = jnp.zeros((lanes,), bool).at[served_K].set(struck_K, mode="drop")
         stall_B = want_B & ~jnp.zeros((lanes,), bool).at[served_K].set(True, mode="drop")
-        return eliminated_B, struck_B, stall_B
+        return planned_B, eliminated_B, struck_B, stall_B
 
     def body(state):
         lane, stack_board, stack_mask, trace, direct, results, taken = state

@@ -1,11 +1,12 @@
 """Sudoku deduction on device, one event at a time, for the trace writer (``sos_jax.search.sudoku``).
 
-``deduce(board_81, mask_81, cursor, techniques, eliminated_81, struck)`` finds the next event of
+``deduce(board_81, mask_81, cursor, techniques, planned, eliminated_81, struck)`` finds the next event of
 deduction on a board and its candidate masks (bit ``v - 1`` for value ``v``; 0 for a filled cell):
 a fill, a silent change of the masks, or the end of deduction. It mirrors the rules of the
 plain-Python reference ``sos_jax.search.sudoku_python`` (read its docstring); ``Cursor`` holds
-where deduction stands. The elimination step (``eliminate``) is by far the costliest, so the
-caller runs it only where ``wants_elimination`` holds and passes its result in.
+where deduction stands. With ``full`` the caller first computes ``planned = pass_fill(...)``, the
+next fill of the pass if any, and runs the elimination step (``eliminate``, by far the costliest)
+only where ``planned.wants_elimination``; both are passed in, so neither is computed twice.
 
 * ``singles``: naked singles by row-major sweeps on the live board: the next fill is the first
   naked single at or after the sweep's cell, or, when there is none, the first of a new sweep from
@@ -32,7 +33,7 @@ import numpy as np
 
 from sos_jax.envs import sudoku as env
 
-__all__ = ["TECHNIQUES", "Cursor", "Deduction", "deduce", "eliminate", "first", "start", "wants_elimination"]
+__all__ = ["TECHNIQUES", "Cursor", "Deduction", "PassFill", "deduce", "eliminate", "first", "pass_fill", "start"]
 
 TECHNIQUES = ("singles", "full")
 SWEEP, HIDDEN = 0, 1  # phases of a ``full`` pass
@@ -233,7 +234,7 @@ def _singles(board_81, mask_81, cursor: Cursor) -> Deduction:
                      cursor=cursor._replace(sweep=cell + 1))
 
 
-class _PassFill(NamedTuple):
+class PassFill(NamedTuple):
     """The next fill of a ``full`` pass, if any: from the sweep, or a hidden single."""
 
     sweep: jax.Array  # a naked single of the sweep
@@ -242,8 +243,14 @@ class _PassFill(NamedTuple):
     bit: jax.Array
     cursor: Cursor  # where the pass stands after it
 
+    @property
+    def wants_elimination(self) -> jax.Array:
+        """No fill is left in the pass: the next event is its elimination step."""
+        return ~self.sweep & ~self.hidden
 
-def _pass_fill(board_81, mask_81, cursor: Cursor) -> _PassFill:
+
+def pass_fill(board_81, mask_81, cursor: Cursor) -> PassFill:
+    """The next fill of a ``full`` pass from ``cursor``, if any (see ``PassFill``)."""
     single_81 = (board_81 == 0) & (jax.lax.population_count(mask_81) == 1)
     sweep_cell, sweep_fill = first(single_81, cursor.sweep)
     sweep_fill = sweep_fill & (cursor.phase == SWEEP)
@@ -258,7 +265,7 @@ def _pass_fill(board_81, mask_81, cursor: Cursor) -> _PassFill:
     slot = first(pending_9 != 0)[0]
     value = jnp.argmin(jnp.where(_bits_9(pending_9[slot]), jnp.asarray(FILL_PRIORITY_9), 99))
     hidden_bit = jnp.left_shift(1, value).astype(jnp.int32)
-    return _PassFill(
+    return PassFill(
         sweep=sweep_fill, hidden=hidden_fill,
         cell=jnp.where(sweep_fill, sweep_cell, jnp.asarray(UNIT_CELLS)[unit, slot]),
         bit=jnp.where(sweep_fill, mask_81[sweep_cell], hidden_bit),
@@ -267,26 +274,19 @@ def _pass_fill(board_81, mask_81, cursor: Cursor) -> _PassFill:
                       pending_9=jnp.where(hidden_fill, pending_9.at[slot].set(pending_9[slot] & ~hidden_bit), 0)))
 
 
-def wants_elimination(board_81, mask_81, cursor: Cursor, techniques: str) -> jax.Array:
-    """Whether the next event is the elimination step of a ``full`` pass (no fill left in it)."""
-    if techniques == "singles":
-        return jnp.bool_(False)
-    found = _pass_fill(board_81, mask_81, cursor)
-    return ~found.sweep & ~found.hidden
-
-
-def deduce(board_81, mask_81, cursor: Cursor, techniques: str, eliminated_81, struck) -> Deduction:
+def deduce(board_81, mask_81, cursor: Cursor, techniques: str, planned, eliminated_81, struck) -> Deduction:
     """The next deduction event on ``board_81`` / ``mask_81`` from ``cursor`` (module docstring).
 
-    With ``full``, ``eliminated_81, struck`` must be ``eliminate(mask_81)`` where
-    ``wants_elimination`` holds (the event is then the elimination step); elsewhere, and with
-    ``singles``, they are not read, so a caller computes them only where they are wanted.
+    With ``full``, ``planned`` must be ``pass_fill(board_81, mask_81, cursor)`` and, where
+    ``planned.wants_elimination`` (the event is then the elimination step), ``eliminated_81, struck``
+    must be ``eliminate(mask_81)``; elsewhere they are not read. With ``singles`` none of the three
+    is read (pass None).
     """
     if techniques not in TECHNIQUES:
         raise ValueError(f"techniques must be one of {TECHNIQUES}, got {techniques!r}")
     if techniques == "singles":
         return _singles(board_81, mask_81, cursor)
-    found = _pass_fill(board_81, mask_81, cursor)
+    found = planned
     fill = found.sweep | found.hidden
     # No fill left in the pass: eliminations, then a new pass if unique rectangles struck, else the end.
     cursor = jax.tree.map(lambda x, y: jnp.where(fill, x, y), found.cursor, start())
