@@ -15,8 +15,7 @@ help:
 	@echo "make quickstart  data, an SoS and an optimal-path model, and their evaluation, on CPU (workdir/quickstart)"
 	@echo "make test        fast tests on 8 fake CPU devices (pytest-xdist, 2 workers)"
 	@echo "make test-slow   the tests marked slow"
-	@echo "make bench       benchmarks/countdown_gen.py, data_throughput.py, train_throughput.py, sample_throughput.py,"
-	@echo "                 rollout_throughput.py, sudoku_gen.py"
+	@echo "make bench       the benchmark report (configs/bench.py) in workdir/bench; BENCH_PRESET=default on a GPU or TPU"
 	@echo "make clean       remove $(VENV) and workdir"
 
 venv: $(STAMP)
@@ -48,13 +47,10 @@ test: venv
 test-slow: venv
 	$(CPU8) $(PY) -m pytest -q -m slow -n 2 tests || [ $$? -eq 5 ]
 
+# Every benchmark, one table; the cpu preset is sized for a small CPU (about 5-10 minutes).
+BENCH_PRESET ?= cpu
 bench: venv
-	$(PY) benchmarks/countdown_gen.py
-	$(PY) benchmarks/sudoku_gen.py
-	$(PY) benchmarks/data_throughput.py
-	$(PY) benchmarks/train_throughput.py
-	$(PY) benchmarks/sample_throughput.py
-	$(PY) benchmarks/rollout_throughput.py
+	$(PY) -m sos_jax.main --config=configs/bench.py:$(BENCH_PRESET) --workdir=workdir/bench --config.overwrite=True
 
 clean:
 	rm -rf $(VENV) workdir

@@ -1,4 +1,4 @@
-"""Greedy generation throughput of the KV-cache sampler, against PyTorch generating with a KV cache on the CPU.
+"""Greedy generation throughput of the KV-cache sampler, against PyTorch (KV cache) on the same device.
 
     python benchmarks/sample_throughput.py [--preset small] [--batch 8] [--prompt-len 16] [--new-tokens 256]
                                            [--repeats 3] [--torch-model auto|hf|plain] [--no-torch] [--json]
@@ -10,9 +10,11 @@ of random prompts of ``--prompt-len`` tokens (ids 3..V-1: no special token). The
 (``compile_s`` is its wall time: compilation plus one run); then the best of ``--repeats`` calls,
 each blocking on its result. tokens/s is ``batch * new_tokens / seconds``.
 
-PyTorch (on the CPU only, unless ``--no-torch``; skipped with a reason when torch is not importable):
+PyTorch (unless ``--no-torch``; on the CPU, or on the GPU when JAX runs on one, with TF32 matmuls
+allowed as in JAX's default precision there; skipped with a reason on a TPU or when torch is not
+importable):
 the same model with the same weights in float32 (``torch_gpt``), generating the same greedy tokens
-with a KV cache under ``torch.inference_mode()`` and ``torch.set_num_threads(os.cpu_count())``;
+with a KV cache under ``torch.inference_mode()`` and ``torch.set_num_threads(os.cpu_count())`` on the CPU;
 one warm-up call, then the best of ``--repeats``. ``--torch-model hf``: Hugging Face GPT-2
 (``GPT2LMHeadModel.generate``, ``do_sample=False``, ``use_cache=True``; learned positions only);
 ``plain``: a plain torch model with a preallocated cache; ``auto`` (default): GPT-2 where transformers
@@ -110,7 +112,7 @@ def bench_jax(args, model, prompts_BxP: np.ndarray) -> tuple[dict, np.ndarray]:
     }, host["tokens"]
 
 
-def _torch_generator(args, model):
+def _torch_generator(args, model, device):
     """``(name, generate(ids_BxP, n) -> [B, n], fallback)`` of the baseline ``--torch-model`` picks.
 
     Raises ``RuntimeError`` (the reason) when the requested baseline cannot be built.
@@ -120,39 +122,47 @@ def _torch_generator(args, model):
     config, fallback = args.config, None
     if args.torch_model in ("auto", "hf"):
         try:
-            hf = torch_gpt.hf_gpt2_from_sos(model, config)
+            hf = torch_gpt.hf_gpt2_from_sos(model, config).to(device)
             return "hf", lambda ids, n: torch_gpt.hf_greedy(hf, ids, n), None
         except (ImportError, ValueError) as e:  # transformers missing, or RoPE (no GPT-2 equivalent)
             fallback = f"hf unavailable ({type(e).__name__}: {e})".splitlines()[0][:200]
             if args.torch_model == "hf":
                 raise RuntimeError(fallback) from e
-    plain = torch_gpt.plain_gpt_from_sos(model, config)
+    plain = torch_gpt.plain_gpt_from_sos(model, config).to(device)
     return "plain", plain.greedy, fallback
 
 
 def bench_torch(args, model, prompts_BxP: np.ndarray) -> tuple[dict, np.ndarray | None]:
     """Times the PyTorch baseline (or says why there is none); returns the results and its tokens or None."""
-    none = {"torch_model": None, "torch_version": None, "torch_threads": None, "torch_seconds": None,
-            "torch_tokens_per_s": None, "torch_reason": None, "torch_fallback": None}
+    none = {"torch_model": None, "torch_device": None, "torch_version": None, "torch_threads": None,
+            "torch_seconds": None, "torch_tokens_per_s": None, "torch_reason": None, "torch_fallback": None}
     if args.no_torch:
         return {**none, "torch_reason": "--no-torch"}, None
-    if args.backend != "cpu":
-        return {**none, "torch_reason": f"torch baseline runs on the CPU backend only (backend {args.backend})"}, None
     try:
         import torch
     except ImportError as e:
         return {**none, "torch_reason": f"torch not importable ({e})"}, None
+    import torch_gpt
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    base = {**none, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    device, why_not = torch_gpt.baseline_device(args.backend)
+    base = {**none, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch_device": None if device is None else str(device)}
+    if device is None:
+        return {**base, "torch_reason": why_not}, None
     try:
-        name, generate, fallback = _torch_generator(args, model)
+        name, generate, fallback = _torch_generator(args, model, device)
     except RuntimeError as e:
         return {**base, "torch_reason": str(e)}, None
-    ids_BxP = torch.from_numpy(prompts_BxP).long()
-    generate(ids_BxP, args.new_tokens)  # warm-up
-    seconds, tokens = _best_of(args.repeats, lambda: generate(ids_BxP, args.new_tokens))
-    tokens = tokens.numpy()
+    ids_BxP = torch.from_numpy(prompts_BxP).long().to(device)
+
+    def timed_call():
+        out = generate(ids_BxP, args.new_tokens)
+        torch_gpt.synchronize(device)
+        return out
+
+    timed_call()  # warm-up
+    seconds, tokens = _best_of(args.repeats, timed_call)
+    tokens = tokens.cpu().numpy()
     if tokens.shape != (args.batch, args.new_tokens):
         raise RuntimeError(f"torch ({name}): generated {tokens.shape}, expected {(args.batch, args.new_tokens)}")
     return {**base, "torch_model": name, "torch_seconds": seconds, "torch_fallback": fallback,

@@ -11,6 +11,7 @@ model, in float32. Importing this module needs torch; ``transformers`` only when
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ class PlainGPT(nn.Module):
         """An empty KV cache of ``length`` positions: one ``[2, B, heads, length, head_dim]`` tensor per block."""
         c = self.config
         shape = (2, batch, c.num_heads, length, c.d_model // c.num_heads)
-        return [torch.zeros(shape, dtype=self.embed.weight.dtype) for _ in self.blocks]
+        return [torch.zeros(shape, dtype=self.embed.weight.dtype, device=self.embed.weight.device) for _ in self.blocks]
 
     @torch.inference_mode()
     def greedy(self, ids_BxP: torch.Tensor, new_tokens: int) -> torch.Tensor:
@@ -117,6 +118,24 @@ class PlainGPT(nn.Module):
             if i + 1 < new_tokens:
                 logits = self(token_Bx1, prompt_len + i, cache)
         return torch.cat(tokens, dim=1)
+
+
+def baseline_device(backend: str) -> tuple[torch.device | None, str | None]:
+    """The torch device of the baseline on JAX's ``backend`` (``cpu``, or ``cuda`` for ``gpu``), or
+    None and why not. On CUDA, float32 matmuls may use TF32, as JAX's default precision does there."""
+    if backend == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+        return torch.device("cpu"), None
+    if backend == "gpu" and torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+        return torch.device("cuda"), None
+    return None, f"no torch device for JAX backend {backend!r} (torch baselines run on the CPU or a CUDA GPU)"
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (so that wall time measures it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def sos_weights(params, config) -> dict[str, np.ndarray]:

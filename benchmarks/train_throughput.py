@@ -1,4 +1,4 @@
-"""Pretraining throughput of the real compiled train step, against PyTorch on the CPU.
+"""Pretraining throughput of the real compiled train step, against PyTorch on the same device.
 
     python benchmarks/train_throughput.py [--preset small] [--seq-len 1024] [--batch 8] [--steps 5]
                                           [--attention xla|manual] [--no-torch] [--json]
@@ -14,12 +14,14 @@ MFU is ``tokens/s * flops_per_token(L) / (peak * devices)`` with ``metrics.peak_
 (on TPU/GPU the bf16 table peak; on the CPU a measured float32 1024x1024 matmul);
 ``matmul_peak_share`` is the same ratio against the measured float32 matmul peak on every backend.
 
-PyTorch (on the CPU only, unless ``--no-torch``; skipped with a reason when torch is not importable):
+PyTorch (unless ``--no-torch``; on the CPU, or on the GPU when JAX runs on one, with TF32 matmuls
+allowed as in JAX's default precision there; skipped with a reason on a TPU or when torch is not
+importable):
 the same architecture and size in float32 (``torch_gpt.PlainGPT``: pre-LayerNorm GPT, token
 embeddings with learned positions or RoPE as the preset, fused qkv Linear with bias, causal
 ``scaled_dot_product_attention``, GELU(tanh) MLP, tied embeddings as the preset), the same batch
 shape, ``clip_grad_norm_`` + AdamW with the same hyperparameters and decay mask,
-``torch.set_num_threads(os.cpu_count())``; the same warm-up and number of timed steps (forward +
+``torch.set_num_threads(os.cpu_count())`` on the CPU; the same warm-up and number of timed steps (forward +
 backward + optimizer step). Hugging Face GPT-Neo is used instead only where
 ``transformers`` is already importable (``--torch-model auto``). With ``--json`` the last line of
 stdout is one JSON object with the results.
@@ -38,6 +40,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The PyTorch baseline shares a GPU with JAX: JAX allocates as it goes rather than taking 75% upfront.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 WARMUP_STEPS = 2
 # Optimizer hyperparameters: the pretrain job's defaults (sos_jax.jobs.pretrain).
@@ -166,8 +170,8 @@ def _gpt_neo_model(config):
 
 
 def bench_torch(args) -> dict:
-    none = {"torch_tokens_per_s": None, "torch_model": None, "torch_num_params": None, "torch_version": None,
-            "torch_threads": None, "torch_step_s": None, "torch_reason": None}
+    none = {"torch_tokens_per_s": None, "torch_model": None, "torch_device": None, "torch_num_params": None,
+            "torch_version": None, "torch_threads": None, "torch_step_s": None, "torch_reason": None}
     if args.no_torch:
         return {**none, "torch_reason": "--no-torch"}
     try:
@@ -176,9 +180,13 @@ def bench_torch(args) -> dict:
         return {**none, "torch_reason": f"torch not importable ({e})"}
     from torch.nn import functional as F
 
+    import torch_gpt
+
+    device, why_not = torch_gpt.baseline_device(args.backend)
+    if device is None:
+        return {**none, "torch_version": torch.__version__, "torch_reason": why_not}
     config = args.config
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
     kind, reason = "plain", None
     model = None
     if args.torch_model in ("auto", "gpt-neo"):
@@ -192,10 +200,8 @@ def bench_torch(args) -> dict:
             if args.torch_model == "gpt-neo":
                 return {**none, "torch_version": torch.__version__, "torch_reason": reason}
     if model is None:
-        import torch_gpt
-
         params_module = model = torch_gpt.PlainGPT(config)
-    params_module.train()
+    params_module.to(device).train()
     params = [p for p in params_module.parameters() if p.requires_grad]
     num_params = sum(p.numel() for p in params)
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
@@ -203,9 +209,9 @@ def bench_torch(args) -> dict:
     optimizer = torch.optim.AdamW(groups, lr=LR, betas=(B1, B2))
 
     host = random_batch(config, args.batch, args.seq_len, args.seed)
-    inputs = torch.from_numpy(host["inputs"]).long()
-    targets = torch.from_numpy(host["targets"]).long()
-    weights = torch.from_numpy(host["weights"])
+    inputs = torch.from_numpy(host["inputs"]).long().to(device)
+    targets = torch.from_numpy(host["targets"]).long().to(device)
+    weights = torch.from_numpy(host["weights"]).to(device)
 
     def train_step():
         logits = model(inputs)
@@ -219,15 +225,18 @@ def bench_torch(args) -> dict:
 
     for _ in range(WARMUP_STEPS):
         train_step()
+    torch_gpt.synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         loss = train_step()
-    loss = float(loss.detach())
+    torch_gpt.synchronize(device)
     run_s = time.perf_counter() - start
+    loss = float(loss.detach())
     return {
         "torch_tokens_per_s": args.steps * args.batch * args.seq_len / run_s,
         "torch_step_s": run_s / args.steps,
         "torch_model": kind,
+        "torch_device": str(device),
         "torch_num_params": num_params,
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -264,12 +273,7 @@ def main(argv=None) -> dict:
     result = {"preset": args.preset, "num_params": config.num_params(), "attention": config.attention,
               "dtype": config.dtype, "seq_len": args.seq_len, "global_batch_size": args.batch, "steps": args.steps}
     result.update(bench_jax(args))
-    if result["backend"] != "cpu" and not args.no_torch:
-        torch_result = bench_torch(argparse.Namespace(**{**vars(args), "no_torch": True}))
-        torch_result["torch_reason"] = f"torch baseline runs on the CPU backend only (backend {result['backend']})"
-    else:
-        torch_result = bench_torch(args)
-    result.update(torch_result)
+    result.update(bench_torch(argparse.Namespace(**vars(args), backend=result["backend"])))
     t = result["torch_tokens_per_s"]
     result["ratio_vs_torch"] = result["tokens_per_s"] / t if t else None
     print(format_report(result), flush=True)

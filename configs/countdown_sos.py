@@ -13,6 +13,11 @@ Presets (the model preset of ``sos_jax.models.gpt.PRESETS``, with a batch and sc
 - ``small``: about 20M parameters, 1,024-token rows.
 - ``sos-250m``: the original SoS model (16 layers, 16 heads, d_model 1,024, MLP 4,096, context 4,096).
 - ``bt-3m``, ``bt-17m``, ``bt-38m``, ``bt-144m``: the backtracking study's model sizes, context 4,096.
+
+``PRESET@TOPOLOGY`` (``bt-144m@v5e-256``, ``sos-250m@8xH100``; ``sos_jax.topologies``) takes the mesh
+of a TPU slice or GPU nodes and a batch that splits over it; with ``--config.train.plan_only=True``
+the job only prints and writes (``plan.json``) the mesh, the batch per device and the compiled
+step's memory estimate against the devices' memory.
 """
 
 from ml_collections import config_dict

@@ -5,6 +5,10 @@
 runs the job that ``config.job`` names (see ``sos_jax.jobs.JOBS``). A bad flag, an unknown config
 field, a value of the wrong type or out of range, or a workdir holding an earlier run is reported
 as one line on stderr (exit status 2) before anything is compiled.
+
+One run over several processes (hosts): ``--distributed`` lets JAX find its peers (Cloud TPU pods,
+Slurm), or ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` names them (see
+``sos_jax.distributed`` and ``launch/local.py``). Jobs that run on one process only refuse then.
 """
 
 from __future__ import annotations
@@ -20,14 +24,21 @@ os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from sos_jax import distributed
 from sos_jax.data import DataError
-from sos_jax.jobs import JOBS, ConfigError, WorkdirError
+from sos_jax.jobs import JOBS, MULTI_PROCESS_JOBS, ConfigError, WorkdirError
 from sos_jax.train.checkpoint import CheckpointError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, optionally with a preset: FILE.py[:preset]",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "folder for the job's outputs (summary.json, plots)")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "run over several processes: jax.distributed.initialize() "
+                                 "detects them (Cloud TPU pods, Slurm, Open MPI)")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator; implies "
+                                   "--distributed")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in the run (with --coordinator_address)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0..num_processes-1")
 
 
 def run(config, workdir: str) -> dict:
@@ -35,6 +46,9 @@ def run(config, workdir: str) -> dict:
     job = config.get("job") if hasattr(config, "get") else None
     if job not in JOBS:
         raise ConfigError(f"config.job={job!r}: unknown job; choose one of {', '.join(sorted(JOBS))}")
+    if job not in MULTI_PROCESS_JOBS and distributed.is_multiprocess():
+        raise ConfigError(f"config.job={job!r}: runs on one process only; start it without --distributed / "
+                          f"--coordinator_address (multi-process jobs: {', '.join(sorted(MULTI_PROCESS_JOBS))})")
     module = importlib.import_module(JOBS[job])
     module.validate(config, workdir)
     return module.run(config, workdir)
@@ -81,6 +95,7 @@ def _main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         _die(f"unexpected arguments: {' '.join(argv[1:])}")
+    _initialize_distributed()
     config = _CONFIG.value
     try:
         config.get("job")  # a config file that failed to load raises here
@@ -90,6 +105,21 @@ def _main(argv: list[str]) -> None:
         run(config, _WORKDIR.value)
     except (ConfigError, WorkdirError, DataError, CheckpointError) as e:
         _die(str(e))
+
+
+def _initialize_distributed() -> None:
+    """Joins the run's other processes when the flags ask for it (before any job touches a device)."""
+    values = dict(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                  process_id=_PROCESS_ID.value)
+    try:
+        if not distributed.check_flags(distributed=_DISTRIBUTED.value, **values):
+            return
+        distributed.initialize(**values)
+    except distributed.DistributedError as e:
+        _die(str(e))
+    except (RuntimeError, ValueError) as e:  # no peers found, coordinator unreachable, a backend already started
+        _die(f"jax.distributed.initialize failed ({_last_line(e)}); with --distributed JAX looks for a Cloud TPU "
+             "pod, Slurm or Open MPI, elsewhere give --coordinator_address, --num_processes and --process_id")
 
 
 def main() -> None:

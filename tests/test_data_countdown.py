@@ -10,9 +10,10 @@ import tensorflow_datasets as tfds
 from config_util import load_config
 
 from sos_jax import main as sos_main
+from sos_jax.data import DataError
 from sos_jax.data import countdown_problems as problems_lib
 from sos_jax.data import countdown_tfds as ct
-from sos_jax.data import countdown_writer
+from sos_jax.data import countdown_writer, records
 from sos_jax.envs import countdown as env
 from sos_jax.envs.countdown_check import check_trace
 from sos_jax.jobs import ConfigError, WorkdirError
@@ -175,11 +176,11 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     monkeypatch.setattr(countdown_writer, "_generated", dies_in_test_seen)
     with pytest.raises(KeyboardInterrupt):
         sos_main.run(load_config("countdown_data"), workdir)
-    with pytest.raises(ct.DataError, match="dataset_info.json missing"):
+    with pytest.raises(DataError, match="dataset_info.json missing"):
         ct.open_split(workdir, "sos", "train")
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
-    partial = os.path.join(os.path.dirname(ct.version_dir(workdir, "sos")), countdown_writer.PARTIAL + ct.VERSION)
-    with open(os.path.join(partial, countdown_writer.PROGRESS)) as f:
+    partial = os.path.join(os.path.dirname(ct.version_dir(workdir, "sos")), records.PARTIAL + ct.VERSION)
+    with open(os.path.join(partial, records.PROGRESS)) as f:
         assert list(json.load(f)["splits"]) == ["train", "val_seen"]  # finished before the crash
     train_shard = [n for n in os.listdir(partial) if "-train." in n]
     stamp = os.path.getmtime(os.path.join(partial, train_shard[0]))
@@ -208,7 +209,7 @@ def test_damaged_shard_is_named(written, tmp_path, damage):
             else:  # records in the middle: the header and the index at the end stay readable
                 f.seek(4096)
                 f.write(b"\xff" * 8192)
-    with pytest.raises(ct.DataError) as err:
+    with pytest.raises(DataError) as err:
         source = ct.open_split(copy, "sos", "val_seen")
         [source[i] for i in range(len(source))]
     assert shard in str(err.value)
@@ -216,9 +217,9 @@ def test_damaged_shard_is_named(written, tmp_path, damage):
 
 
 def test_missing_dataset_and_split_are_named(written, tmp_path):
-    with pytest.raises(ct.DataError, match="configs/countdown_data.py"):
+    with pytest.raises(DataError, match="configs/countdown_data.py"):
         ct.open_split(str(tmp_path), "sos", "train")
-    with pytest.raises(ct.DataError, match="no split 'dev'"):
+    with pytest.raises(DataError, match="no split 'dev'"):
         ct.open_split(written[0], "sos", "dev")
 
 
@@ -263,7 +264,7 @@ def test_import_bad_file_is_named(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     config = load_config("countdown_data", source="import", **{"files.train": str(path)})
-    with pytest.raises(ct.DataError, match=message) as err:
+    with pytest.raises(DataError, match=message) as err:
         sos_main.run(config, str(tmp_path / "run"))
     assert str(path) in str(err.value)
     assert not os.path.exists(ct.version_dir(str(tmp_path / "run"), "sos"))
@@ -311,7 +312,7 @@ def test_batches_job_online(tmp_path, capsys):
 @pytest.mark.parametrize("overrides, error, message", [
     ({"data.source": "files"}, ConfigError, r"config\.data\.source"),
     ({"data.source": "dataset"}, ConfigError, r"config\.data\.data_dir"),
-    ({"data.source": "dataset", "data.data_dir": "/nonexistent/sos"}, ct.DataError, "/nonexistent/sos"),
+    ({"data.source": "dataset", "data.data_dir": "/nonexistent/sos"}, DataError, "/nonexistent/sos"),
     ({"data.seq_len": 8}, ConfigError, r"config\.data\.seq_len"),
     ({"data.env.num_count": 9}, ConfigError, r"config\.data\.env\.num_count"),
     ({"data.mix.heuristics": ("sum", "max")}, ConfigError, r"config\.data\.mix\.heuristics"),

@@ -45,7 +45,7 @@ def problem_codes(nums_NxK: np.ndarray, target_N: np.ndarray, spec: env.Countdow
 
 @functools.lru_cache(maxsize=8)
 def _sampler(spec: env.CountdownSpec, batch_size: int):
-    mesh = parallel.data_mesh()
+    mesh = parallel.data_mesh(jax.local_devices())  # each process draws whole splits by itself
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size}: must be a multiple of the {mesh.size} devices")
     step = parallel.shard_rows(lambda key, targets, idx: env.sample_problems(key, idx, spec, targets), mesh, 2)

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sos_jax.data import DataError
+from sos_jax.data import records
 
 NAME = "sos_countdown"
 VERSION = "1.0.0"
 FORMS = ("sos", "ot")
+STORE = records.Store(NAME, VERSION, FORMS, "configs/countdown_data.py")
 UNKNOWN = -1  # strategy or heuristic of an imported record that does not say
 
 
@@ -76,11 +76,12 @@ def features() -> tfds.features.FeaturesDict:
     })
 
 
-class SosCountdown(tfds.core.GeneratorBasedBuilder):
+class SosCountdown(records.WrittenBuilder):
     """Countdown Stream-of-Search (``sos``) and optimal-path (``ot``) traces as token ids: the
     reader of datasets that ``countdown_writer.write_form`` wrote (``download_and_prepare`` points
     there)."""
 
+    STORE = STORE
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {str(VERSION): "Token ids of sos_jax.tokenizers.countdown; problem metadata per record."}
     BUILDER_CONFIGS = [
@@ -100,69 +101,7 @@ class SosCountdown(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(),
         )
 
-    def _split_generators(self, dl_manager):
-        raise DataError(f"{self.data_dir}: {NAME} datasets are written by the dataset job: python -m sos_jax.main "
-                        "--config=configs/countdown_data.py --workdir=DIR (then read them with data_dir=DIR)")
 
-    def _generate_examples(self):
-        raise DataError(f"{NAME}: written by the dataset job, not by download_and_prepare")
-
-
-def version_dir(data_dir: str, form: str) -> str:
-    """Where the ``form`` dataset lives under ``data_dir``."""
-    return os.path.join(data_dir, NAME, form, VERSION)
-
-
-def load_builder(data_dir: str, form: str) -> tfds.core.DatasetBuilder:
-    """The builder of a written dataset; DataError names the folder if there is none."""
-    if form not in FORMS:
-        raise ValueError(f"form={form!r}: must be one of {', '.join(FORMS)}")
-    folder = version_dir(data_dir, form)
-    if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
-        raise DataError(f"{folder}: no complete {NAME}/{form} dataset here (dataset_info.json missing); write one with "
-                        "python -m sos_jax.main --config=configs/countdown_data.py --workdir=DIR")
-    return tfds.builder(f"{NAME}/{form}", data_dir=data_dir)
-
-
-class CheckedSource:
-    """A split's random-access records; a failed read raises DataError naming the shard file."""
-
-    def __init__(self, source, paths: list[str], lengths: list[int]):
-        self._source = source
-        self.paths = paths
-        self._ends = np.cumsum(lengths)
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        try:
-            return self._source[index]
-        except Exception as e:  # any decoding or I/O failure: name the file it came from
-            shard = int(np.searchsorted(self._ends, int(index), side="right"))
-            path = self.paths[min(shard, len(self.paths) - 1)]
-            raise DataError(f"{path}: record {index} cannot be read ({type(e).__name__}: {e})") from e
-
-
-def open_split(data_dir: str, form: str, split: str) -> CheckedSource:
-    """The records of one split, after checking that every shard file is there and readable."""
-    from array_record.python import array_record_module
-
-    builder = load_builder(data_dir, form)
-    if split not in builder.info.splits:
-        raise DataError(f"{version_dir(data_dir, form)}: no split {split!r}; it has {', '.join(builder.info.splits)}")
-    info = builder.info.splits[split]
-    paths = [os.fspath(p) for p in info.filepaths]
-    lengths = [int(n) for n in info.shard_lengths]
-    for path, length in zip(paths, lengths):
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: shard missing ({len(paths)} shards listed in dataset_info.json)")
-        try:
-            reader = array_record_module.ArrayRecordReader(path)
-            found = reader.num_records()
-            reader.close()
-        except Exception as e:
-            raise DataError(f"{path}: not a readable ArrayRecord shard ({type(e).__name__}: {e})") from e
-        if found != length:
-            raise DataError(f"{path}: holds {found} records, dataset_info.json says {length}")
-    return CheckedSource(builder.as_data_source(split=split), paths, lengths)
+version_dir = STORE.version_dir
+load_builder = STORE.load_builder
+open_split = STORE.open_split

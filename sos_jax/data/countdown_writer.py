@@ -1,14 +1,7 @@
-"""Writing Countdown datasets: ArrayRecord shards in the TFDS layout, split by split, resumable.
-
-``write_form(data_dir, form, params)`` writes one form (``sos`` or ``ot``) of every split into
-``DIR/sos_countdown/<form>/incomplete.1.0.0/`` and renames that folder to ``1.0.0/`` when every split
-is done, with ``dataset_info.json``, ``features.json`` and ``metadata.json`` (the settings and the
-per-split statistics) written by TFDS itself; then ``tfds.data_source`` reads it. Records stream to
-disk (nothing is held back in memory) as ``tf.Example`` protos of ``countdown_tfds.features()``,
-serialized deterministically, so the same settings give byte-identical files. A finished split is
-recorded in ``progress.json``: a rerun after a crash with the same settings keeps the finished
-splits and writes only the rest; other settings start the folder afresh. Until the rename, an
-earlier dataset in ``1.0.0/`` stays untouched.
+"""Writing Countdown datasets: both forms of every split, ArrayRecord shards in the TFDS layout,
+resumable (``records.write_form``: written into ``DIR/sos_countdown/<form>/incomplete.1.0.0/`` and
+renamed to ``1.0.0/`` when complete; a rerun with the same settings writes only the splits not yet
+finished). Records are ``tf.Example`` protos of ``countdown_tfds.features()``.
 
 ``GenerateParams`` splits are drawn by ``countdown_problems`` and traced on device batch by batch
 (the next batch is computed while the host writes the last); ``ImportParams`` splits are read by
@@ -18,77 +11,21 @@ earlier dataset in ``1.0.0/`` stays untouched.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import shutil
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import tensorflow_datasets as tfds
-from array_record.python import array_record_module
 
-from sos_jax.data import DataError
 from sos_jax.data import countdown_problems as problems_lib
 from sos_jax.data import countdown_tfds as ct
-from sos_jax.data import trace_stats
-from sos_jax.files import write_atomic
+from sos_jax.data import records, trace_stats
 
-RECORDS_PER_SHARD = 50_000
-WRITER_OPTIONS = "group_size:1"  # one record per chunk: fast random access for global shuffles
-PARTIAL = "incomplete."  # prefix of the folder a form is written into
-PROGRESS = "progress.json"
 SCALARS = ("target", "problem", "strategy", "heuristic", "beam", "solved", "length", "total")
+LAYOUT = {"tokens": records.BYTES, "nums": records.INTS, **dict.fromkeys(SCALARS, records.INT)}
 
 
 def serialize(example: dict[str, Any]) -> bytes:
-    """One record: a ``tf.Example`` of ``countdown_tfds.features()``, fields in sorted order."""
-    from tensorflow_datasets.proto import tf_example_pb2
-
-    proto = tf_example_pb2.Example()
-    feature = proto.features.feature
-    feature["tokens"].bytes_list.value.append(np.asarray(example["tokens"], np.uint8).tobytes())
-    feature["nums"].int64_list.value.extend(int(x) for x in example["nums"])
-    for name in SCALARS:
-        feature[name].int64_list.value.append(int(example[name]))
-    return proto.SerializeToString(deterministic=True)
-
-
-def _write_split(folder: str, split: str, examples: Iterator[dict], form: str, context_len: int,
-                 progress: Callable[[int], None] | None) -> dict[str, Any]:
-    """Writes one split's shards into ``folder``; returns its shard lengths, bytes and statistics."""
-    columns: dict[str, list] = {k: [] for k in ("total", "length", "solved", "strategy", "heuristic", "beam", "lines")}
-    parts: list[str] = []
-    lengths: list[int] = []
-    writer = None
-    for example in examples:
-        if writer is None or lengths[-1] == RECORDS_PER_SHARD:
-            if writer is not None:
-                writer.close()
-            parts.append(os.path.join(folder, f".{split}.part-{len(parts):05d}"))
-            writer = array_record_module.ArrayRecordWriter(parts[-1], WRITER_OPTIONS)
-            lengths.append(0)
-        writer.write(serialize(example))
-        lengths[-1] += 1
-        for k in columns:
-            columns[k].append(example[k] if k != "lines" else _line_count(example["tokens"]))
-        if progress is not None:
-            progress(1)
-    if writer is None:
-        raise DataError(f"split {split}: no records to write")
-    writer.close()
-    template = _template(folder, split)
-    paths = [os.fspath(p) for p in template.sharded_filepaths(len(parts))]
-    for part, path in zip(parts, paths):
-        os.replace(part, path)
-    cols = {k: np.asarray(v) for k, v in columns.items()}
-    cols["truncated"] = cols["length"] < cols["total"]
-    return {"shard_lengths": lengths, "num_bytes": sum(os.path.getsize(p) for p in paths),
-            "report": split_report(cols, form, context_len)}
-
-
-def _template(folder: str, split: str):
-    return tfds.core.naming.ShardedFileTemplate(data_dir=folder, dataset_name=ct.NAME, split=split,
-                                                filetype_suffix="array_record")
+    """One record: a ``tf.Example`` of ``countdown_tfds.features()``."""
+    return records.serialize(example, LAYOUT)
 
 
 def _split_examples(params, form: str) -> Iterator[tuple[str, Callable[[], Iterator[dict]]]]:
@@ -106,46 +43,19 @@ def _split_examples(params, form: str) -> Iterator[tuple[str, Callable[[], Itera
 
 def write_form(data_dir: str, form: str, params, *, context_len: int,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Writes (or completes) one form of the dataset; returns its metadata (see the module doc).
-
-    ``progress(n)`` is called as records are written.
-    """
-    final = ct.version_dir(data_dir, form)
-    folder = os.path.join(os.path.dirname(final), PARTIAL + ct.VERSION)
+    """Writes (or completes) one form of the dataset; returns its metadata (the settings and
+    per-split statistics). ``progress(n)`` is called as records are written."""
     settings = {"params": params.describe(), "context_len": context_len}
-    state = _read_progress(folder)
-    if state.get("settings") != settings:
-        shutil.rmtree(folder, ignore_errors=True)
-        state = {"settings": settings, "splits": {}}
-    os.makedirs(folder, exist_ok=True)
-    for split, make_examples in _split_examples(params, form):
-        if split in state["splits"]:
-            continue  # finished by an earlier run with the same settings
-        state["splits"][split] = _write_split(folder, split, make_examples(), form, context_len, progress)
-        write_atomic(os.path.join(folder, PROGRESS), json.dumps(state))
 
-    info = ct.SosCountdown(config=form, data_dir=data_dir).info
-    info.set_file_format("array_record", override=True)
-    info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=done["shard_lengths"], num_bytes=done["num_bytes"],
-                            filename_template=_template(folder, split))
-        for split, done in state["splits"].items()]))
-    metadata = {**settings, "splits": {split: done["report"] for split, done in state["splits"].items()}}
-    info.metadata.update(metadata)
-    info.write_to_directory(folder)
-    os.remove(os.path.join(folder, PROGRESS))
-    if os.path.exists(final):
-        shutil.rmtree(final)  # the caller decided to replace it; the new form is complete
-    os.rename(folder, final)
-    return metadata
+    def report(rows: list[dict]) -> dict[str, Any]:
+        cols = {k: np.asarray([r[k] for r in rows]) for k in ("total", "length", "solved", "strategy", "heuristic",
+                                                               "beam")}
+        cols["lines"] = np.asarray([_line_count(r["tokens"]) for r in rows])
+        cols["truncated"] = cols["length"] < cols["total"]
+        return split_report(cols, form, context_len)
 
-
-def _read_progress(folder: str) -> dict:
-    try:
-        with open(os.path.join(folder, PROGRESS)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+    return records.write_form(ct.version_dir(data_dir, form), ct.SosCountdown(config=form, data_dir=data_dir),
+                              settings, _split_examples(params, form), LAYOUT, report, progress)
 
 
 def split_report(cols: dict[str, np.ndarray], form: str, context_len: int) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def _first_fit(size_T: jax.Array, rows: int, seq_len: int):
 
 
 def _prompt_lengths(tokens_TxW: jax.Array, length_T: jax.Array) -> jax.Array:
-    """Tokens in each trace's first line, through its first line-ending token (as ``batch.prompt_length``)."""
+    """Tokens in each trace's first line, through its first line-ending token (as ``batch.COUNTDOWN.prompt_length``)."""
     column_W = jnp.arange(tokens_TxW.shape[1], dtype=jnp.int32)
     is_end_TxW = jnp.asarray(_LINE_END_V)[tokens_TxW] & (column_W[None, :] < length_T[:, None])
     return jnp.where(is_end_TxW.any(axis=1), jnp.argmax(is_end_TxW, axis=1).astype(jnp.int32) + 1, length_T)

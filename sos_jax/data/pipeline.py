@@ -1,11 +1,15 @@
 """The grain input pipeline: records of token ids in, sharded training batches out.
 
-Every host runs the same grain pipeline over its own slice of the records:
+Every host runs the same grain pipeline over its own share of the records:
 
-1. ``MapDataset.source(source)[process_index::process_count]``: this host's records;
-2. ``.seed(seed).shuffle()``: a global shuffle of them, reshuffled every epoch by
+1. ``MapDataset.source(source)``: the records;
+2. ``.seed(seed).shuffle()``: a global shuffle of them (the same order on every host), reshuffled
+   every epoch by
 3. ``.repeat(num_epochs)`` (``None``: forever);
-4. ``.map``: a record's ``tokens`` become one example (``batch.example``: BOS and EOS added, cut to
+   then ``[process_index::process_count]``: this host's share of that order. Without packing,
+   global batch ``k`` thus holds the same records for any number of hosts (the rows in another
+   order), so the loss of a step does not depend on the process count;
+4. ``.map``: a record's ``tokens`` become one example (``batch.example``: the task's BOS and EOS added, cut to
    ``seq_len``, the prompt line's weights zeroed when asked);
 5. ``FirstFitPackIterDataset``: examples packed first-fit into rows of ``seq_len`` tokens, or, without
    packing, one example per row (the same packer, limited to one sequence per row). ``inputs``,
@@ -39,9 +43,9 @@ from sos_jax import parallel
 from sos_jax.data import batch
 
 
-def _example(record, *, seq_len: int, mask_prompt: bool) -> dict[str, np.ndarray]:
+def _example(record, *, seq_len: int, mask_prompt: bool, task: batch.Task) -> dict[str, np.ndarray]:
     """One record's ``inputs``, ``targets`` and ``weights`` (other keys of the record are ignored)."""
-    return batch.example(np.asarray(record["tokens"]), seq_len=seq_len, mask_prompt=mask_prompt)
+    return batch.example(np.asarray(record["tokens"]), seq_len=seq_len, mask_prompt=mask_prompt, task=task)
 
 
 def _batch_layout(packed_BxL: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -96,8 +100,10 @@ class Batches:
 
 def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask_prompt: bool, seed: int,
             shuffle: bool = True, num_epochs: int | None = None, mesh: jax.sharding.Mesh | None = None,
-            worker_count: int = 0, packing_bins: int | None = None, read_threads: int | None = None) -> Batches:
-    """Training batches of ``seq_len`` tokens from ``source``'s records (dicts with 1-D ``tokens``).
+            worker_count: int = 0, packing_bins: int | None = None, read_threads: int | None = None,
+            task: batch.Task = batch.COUNTDOWN) -> Batches:
+    """Training batches of ``seq_len`` tokens from ``source``'s records (dicts with 1-D ``tokens``),
+    each record framed by ``task``'s ``bos`` and ``eos``.
 
     The same arguments give the same batches. ``packing_bins`` is how many rows first-fit packing
     fills at once (default: this host's rows per batch); more bins waste less padding.
@@ -127,10 +133,11 @@ def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask
         raise ValueError(f"source has {len(source)} records; each of the {hosts} processes needs at least one")
     rows = global_batch_size // hosts
 
-    ds = grain.MapDataset.source(source)[jax.process_index()::hosts]
+    ds = grain.MapDataset.source(source)
     if shuffle:
         ds = ds.seed(seed).shuffle()
-    ds = ds.repeat(num_epochs).map(functools.partial(_example, seq_len=seq_len, mask_prompt=mask_prompt))
+    ds = ds.repeat(num_epochs)[jax.process_index()::hosts]  # this host's share of the global order
+    ds = ds.map(functools.partial(_example, seq_len=seq_len, mask_prompt=mask_prompt, task=task))
     ds = grain.experimental.FirstFitPackIterDataset(
         ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=16 * read_threads)),
         length_struct={k: seq_len for k in ("inputs", "targets", "weights")},

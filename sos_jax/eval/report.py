@@ -63,24 +63,29 @@ def format_report(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _plot_curves(path: str, results: dict[str, dict[str, dict]], key: str, xlabel: str, title: str) -> None:
-    """One line per (model, split) of ``summary[key]`` ({str(x): share}) against x on a log2 axis."""
+def figure(panels: int = 1, width: float = 8):
+    """A matplotlib figure (Agg backend) with ``panels`` axes side by side: ``(fig, axes)``."""
     import matplotlib
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font cache notices
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=(width, 4.5), dpi=110, squeeze=False)
+    return fig, list(axes[0])
+
+
+def draw_curves(ax, curves: dict[str, dict[str, float]], xlabel: str, ylabel: str, title: str = "") -> None:
+    """One line per ``curves[label]`` ({str(x): share}) against x on a log2 axis, shares in percent."""
     from matplotlib.ticker import NullFormatter, PercentFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ticks = set()
-    for model, per_split in results.items():
-        for split, summary in per_split.items():
-            points = sorted((int(x), y) for x, y in summary[key].items())
-            if points:
-                xs, ys = zip(*points)
-                ticks.update(xs)
-                ax.plot(xs, ys, marker="o", linewidth=1.6, label=f"{model} / {split}")
+    for label, curve in curves.items():
+        points = sorted((int(x), y) for x, y in curve.items())
+        if points:
+            xs, ys = zip(*points)
+            ticks.update(xs)
+            ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
     if ticks:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ticks))
@@ -90,9 +95,17 @@ def _plot_curves(path: str, results: dict[str, dict[str, dict]], key: str, xlabe
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("problems solved" if key == "pass_at_k" else "samples solved")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _plot_curves(path: str, results: dict[str, dict[str, dict]], key: str, xlabel: str, title: str) -> None:
+    """One line per (model, split) of ``summary[key]`` ({str(x): share}) against x on a log2 axis."""
+    fig, (ax,) = figure()
+    curves = {f"{model} / {split}": summary[key] for model, per_split in results.items()
+              for split, summary in per_split.items()}
+    draw_curves(ax, curves, xlabel, "problems solved" if key == "pass_at_k" else "samples solved", title)
     write_figure(path, fig)
 
 

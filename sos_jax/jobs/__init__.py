@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sos_jax.files import write_atomic
 
-__all__ = ["JOBS", "ConfigError", "WorkdirError", "write_atomic"]
+__all__ = ["JOBS", "MULTI_PROCESS_JOBS", "ConfigError", "WorkdirError", "write_atomic"]
 
 # config.job -> module that implements it
 JOBS = {
@@ -19,8 +19,12 @@ JOBS = {
     "pretrain": "sos_jax.jobs.pretrain",
     "eval": "sos_jax.jobs.evaluate",
     "quickstart": "sos_jax.jobs.quickstart",
+    "study": "sos_jax.jobs.study",
     "rl": "sos_jax.jobs.rl",
+    "bench": "sos_jax.jobs.bench",
 }
+# Jobs that run over several processes (``sos_jax.distributed``); ``sos_jax.main`` refuses the others there.
+MULTI_PROCESS_JOBS = frozenset({"batches", "eval", "pretrain", "rl"})
 
 
 class ConfigError(ValueError):

@@ -4,6 +4,8 @@ It builds the input source a pretraining run would use (the grain pipeline over 
 or the on-device generator), takes ``config.num_batches`` batches after one warm-up batch, and
 prints tokens/s, the fill rate (real tokens over ``B x L``), the loss-token share and the traces
 per row, plus the first trace of the first row decoded. ``summary.json`` holds the same numbers.
+Over several processes every process draws its rows; the counts are of whole global batches, and
+process 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sos_jax import distributed
+from sos_jax.distributed import say
 from sos_jax.jobs import ConfigError, fields, inputs, report, write_atomic
 
 SUMMARY = "summary.json"
@@ -43,20 +47,22 @@ def run(config, workdir: str) -> dict[str, Any]:
     from sos_jax.tokenizers import countdown as tok
 
     validate(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
+    main_process = distributed.is_main_process()
+    if main_process:
+        os.makedirs(workdir, exist_ok=True)
     data = config.data
     start = time.perf_counter()
     it = inputs.make_batches(config)
-    first = jax.device_get(next(it))  # warm-up: compilation, file opening, first reads
+    first = distributed.fetch(next(it))  # warm-up: compilation, file opening, first reads
     setup_s = time.perf_counter() - start
     rows, seq_len = first["inputs"].shape
-    print(f"batches: source {data.source}, {rows} rows x {seq_len} tokens, packing {data.packing}, "
-          f"mask_prompt {data.mask_prompt}; first batch after {setup_s:.1f}s", flush=True)
+    say(f"batches: source {data.source}, {rows} rows x {seq_len} tokens, packing {data.packing}, "
+        f"mask_prompt {data.mask_prompt}; first batch after {setup_s:.1f}s", flush=True)
 
     totals = {"tokens": 0, "loss_tokens": 0, "traces": 0}
     start = time.perf_counter()
     for _ in range(config.num_batches):
-        counts = batch_counts(jax.device_get(next(it)))
+        counts = batch_counts(distributed.fetch(next(it)))
         for k in totals:
             totals[k] += counts[k]
     run_s = time.perf_counter() - start
@@ -77,15 +83,16 @@ def run(config, workdir: str) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "config": config.to_dict(),
     }
-    print(f"{config.num_batches} batches in {run_s:.2f}s: {summary['batches_per_s']:.2f} batches/s, "
-          f"{summary['tokens_per_s']:,.0f} tokens/s; fill {summary['fill_rate']:.1%}, loss tokens "
-          f"{summary['loss_share']:.1%}, {summary['traces_per_row']:.2f} traces per row")
+    say(f"{config.num_batches} batches in {run_s:.2f}s: {summary['batches_per_s']:.2f} batches/s, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s; fill {summary['fill_rate']:.1%}, loss tokens "
+        f"{summary['loss_share']:.1%}, {summary['traces_per_row']:.2f} traces per row")
     row = first["segment_ids"][0] == 1
-    print("\n=== first trace of the first batch's first row ===")
-    print(report.shorten(tok.decode(first["targets"][0][row])))
+    say("\n=== first trace of the first batch's first row ===")
+    say(report.shorten(tok.decode(first["targets"][0][row])))
     if hasattr(it, "close"):
         it.close()
     summary_path = os.path.join(workdir, SUMMARY)
-    write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-    print(f"\nwrote {summary_path}")
+    if main_process:
+        write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    say(f"\nwrote {summary_path}")
     return summary

@@ -1,4 +1,6 @@
-"""The ``eval`` job: measured search ability of one or more checkpoints on held-out Countdown problems.
+"""The ``eval`` job: measured search ability of one or more checkpoints on held-out Countdown
+problems or Sudoku puzzles (``config.task``; Sudoku's prompts, scoring and study table are in
+``eval.sudoku_eval``, and its problems are the 200 test puzzles or the ``val`` split of a dataset).
 
 Each checkpoint (``config.checkpoint``: ``DIR`` or ``NAME=DIR``, comma-separated; a pretrain workdir,
 its ``checkpoints/`` or one step in it) is loaded with the model config saved beside it, and run on
@@ -20,7 +22,13 @@ outputs and of outputs cut at the token limit. ``untrained_baseline`` adds a ran
 model of the first checkpoint's shape, scored the same way, as the floor to compare against.
 
 Output: the side-by-side tables on stdout, ``summary.json`` (the numbers and the resolved config),
-``pass_at_k.png`` and ``accuracy_vs_tokens.png`` in the workdir.
+``pass_at_k.png`` and ``accuracy_vs_tokens.png`` in the workdir (Sudoku: the study's table and
+``study.png``).
+
+On several processes (``sos_jax.distributed``) every process loads the same checkpoints and
+problems and hands the sampler the same whole batches, of which each keeps its own rows; the
+samples come back to every process, each scores them all (so the scores are those of one process
+on as many devices), and process 0 alone prints and writes the workdir.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ PASS_AT_K_PLOT = "pass_at_k.png"
 BUDGET_PLOT = "accuracy_vs_tokens.png"
 SOURCES = ("dataset", "generated")
 EVAL_SPLITS = ("test_seen", "test_unseen", "val_seen", "val_unseen")
+SUDOKU_SOURCES = ("test200", "dataset")  # the 200 test puzzles (split "test"), or a dataset's splits
+SUDOKU_SPLITS = ("train", "val")  # splits of a Sudoku dataset
+STUDY_PLOT = "study.png"
 UNTRAINED = "untrained"
 
 
@@ -50,6 +61,7 @@ def default_config():
 
     config = config_dict.ConfigDict()
     config.job = "eval"
+    config.task = "countdown"  # "countdown" or "sudoku"
     config.checkpoint = ""  # DIR or NAME=DIR, comma-separated (pretrain workdirs, checkpoints/ or step dirs)
     config.untrained_baseline = False  # also score a randomly initialised model of the first checkpoint's shape
     config.seed = 0  # sampling (and the untrained model's parameters)
@@ -116,8 +128,9 @@ def validate(config, workdir: str | None) -> None:
     splits = fields.get(config, "data.splits")
     if isinstance(splits, str):
         splits = (splits,)
-    if not splits or any(s not in EVAL_SPLITS for s in splits) or len(set(splits)) != len(splits):
-        raise ConfigError(f"config.data.splits={splits!r}: distinct names from {', '.join(EVAL_SPLITS)}")
+    allowed = _splits_of(config)
+    if not splits or any(s not in allowed for s in splits) or len(set(splits)) != len(splits):
+        raise ConfigError(f"config.data.splits={splits!r}: distinct names from {', '.join(allowed)}")
     check_problem_source(config)
     batch = fields.integer(config, "sampling.batch_size", 1)
     fields.integer(config, "sampling.max_new_tokens", 0)
@@ -142,8 +155,23 @@ def validate(config, workdir: str | None) -> None:
     fields.workdir_free(workdir, SUMMARY, fields.boolean(config, "overwrite"))
 
 
+def _splits_of(config) -> tuple[str, ...]:
+    """The split names ``config.data.splits`` may hold for the config's task and source."""
+    if fields.task(config).name == "sudoku":
+        source = fields.choice(config, "data.source", SUDOKU_SOURCES)
+        return ("test",) if source == "test200" else SUDOKU_SPLITS
+    return EVAL_SPLITS
+
+
 def check_problem_source(config) -> None:
     """Checks the fields of ``config.data`` that :func:`load_problems` reads (splits aside)."""
+    if fields.task(config).name == "sudoku":
+        fields.integer(config, "data.num_problems", 0)
+        if config.data.source == "dataset":
+            if not isinstance(config.data.data_dir, str) or not config.data.data_dir:
+                raise ConfigError("config.data.data_dir: the dataset's directory is required with data.source='dataset'")
+            fields.choice(config, "data.form", ("bt", "direct"))
+        return
     source = fields.choice(config, "data.source", SOURCES)
     n = fields.integer(config, "data.num_problems", 0)
     if source == "dataset":
@@ -169,15 +197,19 @@ def prompt_line(nums, target) -> str:
 
 
 def load_problems(config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (nums [P, K], target [P])}`` for every split of ``config.data.splits``."""
+    """``{split: (nums [P, K], target [P])}`` (Sudoku: ``(puzzles [P, 81], solutions [P, 81])``) for
+    every split of ``config.data.splits``."""
     data = config.data
     splits = (data.splits,) if isinstance(data.splits, str) else tuple(data.splits)
+    if fields.task(config).name == "sudoku":
+        return {split: _sudoku_problems(config, split) for split in splits}
     if data.source == "generated":
-        from sos_jax import parallel
+        import jax
+
         from sos_jax.data import countdown_problems
 
         spec = fields.spec_from_config(config, "data.env")
-        batch = 256 * len(parallel.data_mesh().devices.flat)
+        batch = 256 * jax.local_device_count()  # every process draws the same problems on its own devices
         return countdown_problems.select(data.seed, {s: data.num_problems for s in splits}, spec, data.split_seed,
                                          batch)
     from sos_jax.data import countdown_tfds
@@ -190,6 +222,23 @@ def load_problems(config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out[split] = (np.stack([np.asarray(r["nums"]) for r in records]).astype(np.int32),
                       np.asarray([int(r["target"]) for r in records], np.int32))
     return out
+
+
+def _sudoku_problems(config, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``data.num_problems`` (0: all) puzzles and solutions of the test puzzles or of a
+    dataset's split."""
+    n = config.data.num_problems or None
+    if config.data.source == "test200":
+        from sos_jax.data import sudoku_test
+
+        puzzles, solutions = sudoku_test.load()
+        return puzzles[:n].astype(np.int32), solutions[:n].astype(np.int32)
+    from sos_jax.data import sudoku_tfds
+
+    source = sudoku_tfds.open_split(config.data.data_dir, config.data.form, split)
+    records = [source[i] for i in range(min(len(source), n or len(source)))]
+    return (np.stack([np.asarray(r["puzzle"]) for r in records]).astype(np.int32),
+            np.stack([np.asarray(r["solution"]) for r in records]).astype(np.int32))
 
 
 def encode_prompts(nums_PxK: np.ndarray, target_P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +338,8 @@ def _passes(config) -> dict[str, Any]:
     from sos_jax.tokenizers import countdown as tok
 
     sampling = config.sampling
-    common = {"stop_phrases": ((tok.GOAL,),), "eos_id": tok.EOS}
+    task = fields.task(config)
+    common = {"stop_phrases": ((tok.GOAL,),) if task.name == "countdown" else (), "eos_id": task.eos}
     passes = {}
     if sampling.greedy:
         passes["greedy"] = dict(common, temperature=0.0, num_samples=1)
@@ -300,13 +350,14 @@ def _passes(config) -> dict[str, Any]:
 
 
 def evaluate_pass(generate: Callable, prompts_PxW, lengths_P, nums_PxK, target_P, *, num_samples: int, batch: int,
-                  key, bar=None) -> dict[str, np.ndarray]:
+                  key, bar=None, score: Callable = score) -> dict[str, np.ndarray]:
     """Samples every problem ``num_samples`` times and scores each sample: ``[P, n]`` grids keyed
     ``solved``, ``lax_solved``, ``malformed``, ``tokens``, ``cut``.
 
     ``generate(prompts_BxW, lengths_B, key) -> {"tokens", "lengths", "stop"}`` (host arrays, rows
     prompt-major: ``b * n + s``) is called on batches of ``batch`` prompts; the last batch wraps
-    around to the first prompts and its extra rows are dropped.
+    around to the first prompts and its extra rows are dropped. ``score`` judges the samples
+    (``score`` above, or ``eval.sudoku_eval.score`` with puzzles and solutions for the problems).
     """
     import jax
 
@@ -336,6 +387,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     import jax
     from tqdm import tqdm
 
+    from sos_jax import distributed
     from sos_jax.eval import metrics, report
     from sos_jax.jobs import pretrain
     from sos_jax.models import sampler, sharding
@@ -348,7 +400,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     problems = load_problems(config)
     passes = _passes(config)
     key = jax.random.key(config.seed)
-    encoded = {split: encode_prompts(nums, target) for split, (nums, target) in problems.items()}
+    sudoku = fields.task(config).name == "sudoku"
+    if sudoku:
+        from sos_jax.eval import sudoku_eval
+
+        encoded = {split: sudoku_eval.encode_prompts(puzzles) for split, (puzzles, _) in problems.items()}
+    else:
+        encoded = {split: encode_prompts(nums, target) for split, (nums, target) in problems.items()}
     width = max(prompts.shape[1] for prompts, _ in encoded.values())  # one prompt width: one compile per pass
     samplers: dict[tuple[str, str], Any] = {}
     results: dict[str, dict[str, dict[str, dict]]] = {}
@@ -376,9 +434,10 @@ def run(config, workdir: str) -> dict[str, Any]:
                     return sampler.as_dict(run_sampler(entry["state"], prompts_BxW, lengths_B, pass_key))
 
                 with tqdm(total=len(target), unit="problem", desc=f"{name} {split} {kind}", dynamic_ncols=True,
-                          leave=False) as bar:
+                          leave=False, disable=not distributed.is_main_process()) as bar:
                     grids = evaluate_pass(generate, prompts, lengths, nums, target, num_samples=params.num_samples,
-                                          batch=config.sampling.batch_size, key=key, bar=bar)
+                                          batch=config.sampling.batch_size, key=key, bar=bar,
+                                          score=sudoku_eval.score if sudoku else score)
                 timings[f"{name}/{split}/{kind}"] = time.perf_counter() - start
                 summary = metrics.summarize(solved_PxN=grids["solved"], lax_solved_PxN=grids["lax_solved"],
                                             tokens_PxN=grids["tokens"], malformed_PxN=grids["malformed"],
@@ -391,10 +450,20 @@ def run(config, workdir: str) -> dict[str, Any]:
     for kind, by_model in results.items():
         label = "greedy decoding" if kind == "greedy" else (
             f"{config.sampling.num_samples} samples per problem at temperature {config.sampling.temperature}")
-        print(f"\n{label}\n{report.format_report(by_model)}")
-    if "sampled" in results:
-        report.plot_pass_at_k(os.path.join(workdir, PASS_AT_K_PLOT), results["sampled"])
-    report.plot_budgets(os.path.join(workdir, BUDGET_PLOT), results.get("greedy") or results["sampled"])
+        distributed.say(f"\n{label}\n{report.format_report(by_model)}")
+    main_process = distributed.is_main_process()  # the only one that writes files
+    if sudoku:
+        for split in problems:
+            distributed.say(f"\nSudoku {split} puzzles, % solved\n{sudoku_eval.format_study(results, split)}")
+        plots = [STUDY_PLOT]
+        if main_process:
+            sudoku_eval.plot_study(os.path.join(workdir, STUDY_PLOT), results, next(iter(problems)))
+    else:
+        plots = ([PASS_AT_K_PLOT] if "sampled" in results else []) + [BUDGET_PLOT]
+        if main_process:
+            if "sampled" in results:
+                report.plot_pass_at_k(os.path.join(workdir, PASS_AT_K_PLOT), results["sampled"])
+            report.plot_budgets(os.path.join(workdir, BUDGET_PLOT), results.get("greedy") or results["sampled"])
     summary = {
         "job": "eval",
         "models": {name: {"checkpoint": e["checkpoint"], "step": e["step"], "num_params": e["model"].num_params()}
@@ -406,7 +475,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         "device_count": jax.device_count(),
         "config": json.loads(json.dumps(config.to_dict())),
     }
-    write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
-    plots = ([PASS_AT_K_PLOT] if "sampled" in results else []) + [BUDGET_PLOT]
-    print(f"eval: wrote {os.path.join(workdir, SUMMARY)} and {', '.join(plots)}", flush=True)
+    if main_process:
+        write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    distributed.say(f"eval: wrote {os.path.join(workdir, SUMMARY)} and {', '.join(plots)}")
     return summary

@@ -67,6 +67,17 @@ def choice(config, path: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def task(config, path: str = "task"):
+    """The ``data.batch.Task`` a config's data belongs to; a config without the field is Countdown's."""
+    from sos_jax.data.batch import COUNTDOWN, TASKS
+
+    try:
+        get(config, path)
+    except ConfigError:
+        return COUNTDOWN
+    return TASKS[choice(config, path, tuple(TASKS))]
+
+
 def spec_from_config(config, path: str = "env"):
     """The validated ``CountdownSpec`` at ``config.<path>``; ConfigError names the field at fault."""
     from sos_jax.envs import countdown as env

@@ -1,6 +1,7 @@
 """Training inputs from a config: ``config.data`` picks the grain pipeline over a written dataset
-(``source="dataset"``) or the on-device generator (``source="online"``); both give the same batches
-(``sos_jax.data.batch``) and checkpointable iterator state.
+(``source="dataset"``) or the on-device generator (``source="online"``, Countdown only); both give the
+same batches (``sos_jax.data.batch``) and checkpointable iterator state. ``data.task`` says whose
+dataset it is (``countdown``: ``sos_countdown``, ``sudoku``: ``sos_sudoku``).
 
 ``data_config()`` is the default ``config.data`` that job configs start from; ``make_batches``
 checks it (ConfigError names the field) and builds the iterator.
@@ -21,6 +22,7 @@ def data_config():
     from ml_collections import config_dict
 
     data = config_dict.ConfigDict()
+    data.task = "countdown"  # "countdown" or "sudoku" (source="dataset" only)
     data.source = "online"  # "dataset": the grain pipeline over DIR; "online": fresh traces every step
     data.seq_len = 4096  # tokens per row (traces longer than this are cut)
     data.global_batch_size = 16  # rows per step, over all hosts
@@ -29,7 +31,7 @@ def data_config():
     data.seed = 0
     # source="dataset": a dataset written by configs/countdown_data.py
     data.data_dir = ""  # the dataset job's workdir
-    data.form = "sos"  # "sos" traces or "ot" optimal paths
+    data.form = "sos"  # Countdown: "sos" traces or "ot" optimal paths; Sudoku: "bt" traces or "direct"
     data.split = "train"
     data.shuffle = True
     data.num_epochs = 0  # 0: repeat forever
@@ -49,7 +51,7 @@ def make_batches(config, mesh=None, start_step: int = 0) -> Any:
 
     ``start_step`` positions the online source (the dataset pipeline resumes from its saved state
     instead). ConfigError names the field at fault; a missing or corrupt dataset raises
-    ``data.countdown_tfds.DataError`` naming the file.
+    ``data.DataError`` naming the file.
     """
     config = config
     source = fields.choice(config, "data.source", SOURCES)
@@ -70,24 +72,46 @@ def make_batches(config, mesh=None, start_step: int = 0) -> Any:
         raise ConfigError(f"config.data: {e}") from None
 
 
+def dataset_store(config):
+    """The tfds module of ``config.data.task``'s datasets (``countdown_tfds`` or ``sudoku_tfds``)."""
+    if fields.task(config, "data.task").name == "sudoku":
+        from sos_jax.data import sudoku_tfds
+
+        return sudoku_tfds
+    from sos_jax.data import countdown_tfds
+
+    return countdown_tfds
+
+
+def eval_splits(config) -> tuple[str, ...]:
+    """The held-out splits of ``config.data.task``'s datasets that the pretraining eval reads."""
+    return ("val",) if fields.task(config, "data.task").name == "sudoku" else ("val_seen", "val_unseen")
+
+
 def _dataset_batches(config, mesh, **kwargs):
-    from sos_jax.data import countdown_tfds, pipeline
+    from sos_jax.data import pipeline
 
     data_dir = fields.get(config, "data.data_dir")
     if not isinstance(data_dir, str) or not data_dir:
-        raise ConfigError("config.data.data_dir: the workdir of a dataset job (configs/countdown_data.py) is "
-                          "required for source='dataset'")
-    form = fields.choice(config, "data.form", countdown_tfds.FORMS)
+        raise ConfigError("config.data.data_dir: the workdir of a dataset job (configs/countdown_data.py or "
+                          "configs/sudoku_data.py) is required for source='dataset'")
+    store = dataset_store(config)
+    form = fields.choice(config, "data.form", store.FORMS)
     split = fields.get(config, "data.split")
     epochs = fields.integer(config, "data.num_epochs", 0)
-    source = countdown_tfds.open_split(data_dir, form, split)
+    source = store.open_split(data_dir, form, split)
     return pipeline.batches(source, shuffle=fields.boolean(config, "data.shuffle"), num_epochs=epochs or None,
-                            worker_count=fields.integer(config, "data.worker_count", 0), mesh=mesh, **kwargs)
+                            worker_count=fields.integer(config, "data.worker_count", 0), mesh=mesh,
+                            task=fields.task(config, "data.task"), **kwargs)
 
 
 def _online_batches(config, mesh, start_step, **kwargs):
     from sos_jax.data import online
     from sos_jax.envs import countdown as env
+
+    if fields.task(config, "data.task").name != "countdown":
+        raise ConfigError("config.data.source='online': the online generator writes Countdown traces; train on a "
+                          "written dataset (source='dataset') for other tasks")
 
     strategy = fields.choice(config, "data.strategy", online.STRATEGIES)
     kind = fields.choice(config, "data.targets", ("seen", "unseen", "all"))

@@ -10,6 +10,10 @@ tokens/s per device and MFU. Every ``train.eval_every`` steps the eval loss is m
 data-iterator state, config) are saved asynchronously every ``train.checkpoint_every`` steps, at
 the end and on SIGTERM; the last ``train.keep_checkpoints`` are kept. A run started in a workdir
 with checkpoints resumes from the newest, to the same numbers as a run never interrupted.
+
+Over several processes (``sos_jax.distributed``) every process feeds its rows of each global batch
+and saves its part of each checkpoint; process 0 alone prints, logs and writes ``summary.json``.
+A SIGTERM there stops every process at the same step (JAX's preemption sync point).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import signal
 import time
 from typing import Any
 
+from sos_jax import distributed
+from sos_jax.distributed import say
 from sos_jax.jobs import ConfigError, fields, inputs, write_atomic
 
 SUMMARY = "summary.json"
@@ -37,20 +43,33 @@ TRAIN_PRESETS = {  # model preset -> (seq_len, global batch, steps, learning rat
 
 
 def default_config(preset: str, form: str):
-    """The config of ``configs/countdown_{sos,ot}.py`` for a model preset and a data form."""
+    """The config of ``configs/countdown_{sos,ot}.py`` for a model preset and a data form.
+
+    ``preset`` may name a topology too, ``PRESET@TOPOLOGY`` (``bt-144m@v5e-256``; see
+    ``sos_jax.topologies``): the mesh is then the topology's, the global batch the preset's rounded up
+    to a multiple of data x fsdp, and ``config.topology`` makes the run check its devices at start.
+    """
     from ml_collections import config_dict
 
+    from sos_jax import topologies
     from sos_jax.models.gpt import PRESETS
 
+    preset, _, topology_name = preset.partition("@")
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
     seq_len, batch, steps, lr, warmup = TRAIN_PRESETS[preset]
+    topology = topologies.get(topology_name) if topology_name else None
     config = config_dict.ConfigDict()
     config.job = "pretrain"
     config.seed = 0  # parameters and dropout
     model = PRESETS[preset]
     config.model = config_dict.ConfigDict({name: getattr(model, name) for name in MODEL_FIELDS})
     config.mesh = config_dict.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the devices left over
+    config.topology = ""  # a sos_jax.topologies name: the devices this run must find at start ("": any)
+    if topology is not None:
+        config.topology = topology.name
+        config.mesh = config_dict.ConfigDict(topology.mesh_dict())
+        batch = topology.batch_for(batch)
     config.data = inputs.data_config()
     config.data.seq_len = seq_len
     config.data.global_batch_size = batch
@@ -61,6 +80,7 @@ def default_config(preset: str, form: str):
         "weight_decay": 0.1, "clip_norm": 1.0, "grad_accum": 1, "log_every": max(1, min(50, steps // 10)),
         "eval_every": max(1, steps // 4), "eval_batches": 2, "checkpoint_every": max(1, steps // 4),
         "keep_checkpoints": 3, "peak_flops": 0.0,  # per device; 0: from the table, or measured on CPU
+        "plan_only": False,  # True: print the mesh, batch and memory plan, write plan.json, train nothing
     })
     if preset == "tiny":
         config.data.env.num_count = 3
@@ -77,7 +97,8 @@ def model_config(config):
         raise ConfigError(f"config.model: {e}") from None
 
 
-def mesh_shape(config) -> tuple[int, int, int]:
+def mesh_shape(config, count: int | None = None) -> tuple[int, int, int]:
+    """``(data, fsdp, tensor)`` of ``config.mesh`` on ``count`` devices (default: this run's)."""
     import jax
 
     fields.known(config, "mesh", ("data", "fsdp", "tensor"))
@@ -86,7 +107,7 @@ def mesh_shape(config) -> tuple[int, int, int]:
         raise ConfigError(f"config.mesh={dict(zip(('data', 'fsdp', 'tensor'), sizes))}: sizes must be >= 1, with at "
                           "most one -1 (the devices left over)")
     known = -1 * sizes[0] * sizes[1] * sizes[2] if -1 in sizes else sizes[0] * sizes[1] * sizes[2]
-    count = jax.device_count()
+    count = jax.device_count() if count is None else count
     if -1 in sizes:
         if count % known:
             raise ConfigError(f"config.mesh: {count} devices do not divide by the fixed axes' {known}")
@@ -97,13 +118,50 @@ def mesh_shape(config) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def _topology(config, check_devices: bool):
+    """The ``sos_jax.topologies`` entry ``config.topology`` names (None for ``""``), with this run's
+    devices checked against it when ``check_devices``."""
+    from sos_jax import topologies
+
+    name = fields.get(config, "topology")
+    if not isinstance(name, str):
+        raise ConfigError(f"config.topology={name!r}: must be a topology name, or '' for any devices")
+    if not name:
+        return None
+    topology = topologies.get(name)
+    if check_devices:
+        topologies.check(topology)
+    return topology
+
+
+def rows_per_device(global_batch: int, mesh_sizes: tuple[int, int, int]) -> int:
+    """Rows of each global batch one device holds: the batch split over data x fsdp (the devices of
+    one ``tensor`` group share their rows)."""
+    return global_batch // (mesh_sizes[0] * mesh_sizes[1])
+
+
+def optimizer(config):
+    """``(tx, lr)``: the optimizer and the learning-rate schedule ``config.train`` describes."""
+    from sos_jax.train import optim
+
+    train = config.train
+    tx = optim.make_optimizer(learning_rate=train.learning_rate, warmup_steps=train.warmup_steps,
+                              total_steps=train.steps, end_fraction=train.end_fraction, b1=train.b1, b2=train.b2,
+                              weight_decay=train.weight_decay, clip_norm=train.clip_norm)
+    lr = optim.schedule(peak=train.learning_rate, warmup_steps=train.warmup_steps, total_steps=train.steps,
+                        end_fraction=train.end_fraction)
+    return tx, lr
+
+
 def validate(config, workdir: str | None) -> None:
     """Checks every field the job reads (before anything compiles); raises ConfigError / WorkdirError."""
     if fields.get(config, "job") != "pretrain":
         raise ConfigError(f"config.job={config.job!r}: this is the 'pretrain' job")
     fields.integer(config, "seed", 0)
     model = model_config(config)
-    data_rows, fsdp, _ = mesh_shape(config)
+    plan_only = fields.boolean(config, "train.plan_only")
+    topology = _topology(config, check_devices=not plan_only)
+    data_rows, fsdp, _ = mesh_shape(config, topology.devices if topology is not None and plan_only else None)
     for name in ("steps", "warmup_steps", "grad_accum", "log_every", "eval_every", "eval_batches",
                  "checkpoint_every", "keep_checkpoints"):
         fields.integer(config, f"train.{name}", 0 if name in ("warmup_steps", "eval_every") else 1)
@@ -111,6 +169,10 @@ def validate(config, workdir: str | None) -> None:
         value = fields.get(config, f"train.{name}")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"config.train.{name}={value!r}: must be a number >= 0")
+    task = fields.task(config, "data.task")
+    if model.vocab_size < task.vocab_size:
+        raise ConfigError(f"config.model.vocab_size={model.vocab_size}: the {task.name} vocabulary has "
+                          f"{task.vocab_size} ids")
     seq_len = fields.integer(config, "data.seq_len", inputs.MIN_SEQ_LEN)
     if seq_len > model.max_len:
         raise ConfigError(f"config.data.seq_len={seq_len}: longer than the model's context "
@@ -127,15 +189,22 @@ def validate(config, workdir: str | None) -> None:
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-    """Trains (or resumes) and returns the summary it wrote to ``summary.json``."""
+    """Trains (or resumes) and returns the summary it wrote to ``summary.json``; with
+    ``train.plan_only``, only sizes the run (``sos_jax.jobs.plan``) and returns the plan."""
     import jax
+    from jax.experimental import multihost_utils
     from tqdm import tqdm
 
     from sos_jax.models import sharding
-    from sos_jax.train import checkpoint, metrics, optim, step
+    from sos_jax.train import checkpoint, metrics, step
 
     validate(config, workdir)
     train = config.train
+    if train.plan_only:
+        from sos_jax.jobs import plan
+
+        return plan.run(config, workdir)
+    main_process = distributed.is_main_process()
     if train.eval_every and config.data.source == "dataset":
         _check_eval_splits(config)
     os.makedirs(workdir, exist_ok=True)
@@ -143,11 +212,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     gpt_config = model_config(config)
     mesh = sharding.make_mesh(mesh_shape(config))
     model = sharding.create_sharded_model(gpt_config, mesh, config.seed)
-    tx = optim.make_optimizer(learning_rate=train.learning_rate, warmup_steps=train.warmup_steps,
-                              total_steps=train.steps, end_fraction=train.end_fraction, b1=train.b1, b2=train.b2,
-                              weight_decay=train.weight_decay, clip_norm=train.clip_norm)
-    lr = optim.schedule(peak=train.learning_rate, warmup_steps=train.warmup_steps, total_steps=train.steps,
-                        end_fraction=train.end_fraction)
+    tx, lr = optimizer(config)
     graphdef, rest, state = step.init_state(model, tx, config.seed, mesh)
     del model
     data = inputs.make_batches(config, mesh=mesh)
@@ -155,7 +220,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     start = ckpts.latest_step or 0
     if start:
         state = ckpts.restore(state, data)
-        print(f"pretrain: resumed from {ckpts.directory}/{start}", flush=True)
+        say(f"pretrain: resumed from {ckpts.directory}/{start}")
 
     batch_shape = (config.data.global_batch_size, config.data.seq_len)
     compile_start = time.perf_counter()
@@ -166,12 +231,17 @@ def run(config, workdir: str) -> dict[str, Any]:
     peak, peak_source = metrics.peak_flops_per_device(float(train.peak_flops))
     flops_per_token = gpt_config.flops_per_token(config.data.seq_len)
     memory = f"{steps.memory_bytes / 2**20:,.1f} MiB" if steps.memory_bytes else "not reported"
-    print(f"pretrain: {n_params:,} parameters, mesh {dict(mesh.shape)}, batches of {batch_shape}, steps {start}.."
-          f"{train.steps}; compiled in {compile_s:.1f}s, memory estimate {memory}; MFU peak {peak:.3g} FLOP/s per "
-          f"device ({peak_source})", flush=True)
+    rows = rows_per_device(batch_shape[0], tuple(mesh.shape.values()))
+    say(f"pretrain: {n_params:,} parameters, mesh {dict(mesh.shape)}, batches of {batch_shape} ({rows} rows = "
+        f"{rows * batch_shape[1]:,} tokens per device), steps {start}.."
+        f"{train.steps}; compiled in {compile_s:.1f}s, memory estimate {memory}; MFU peak {peak:.3g} FLOP/s per "
+        f"device ({peak_source})")
 
     stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    # One process: our handler. Several: JAX's preemption service takes SIGTERM and agrees on a step.
+    multi_process = distributed.is_multiprocess()
+    if not multi_process:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
     writers = metrics.Writers(workdir)
     config_json = json.loads(json.dumps(config.to_dict()))
     last: dict[str, float] = {}
@@ -179,7 +249,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     window = [time.perf_counter(), 0.0]  # start time and tokens since the last log
 
     def log(step_done: int, device_metrics) -> None:
-        host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        host = {k: float(v) for k, v in distributed.fetch(device_metrics).items()}
         window[1] += host["tokens"]
         if step_done % train.log_every and step_done != train.steps:
             return
@@ -192,7 +262,8 @@ def run(config, workdir: str) -> dict[str, Any]:
         bar.set_postfix(loss=f"{host['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}")
         window[:] = [time.perf_counter(), 0.0]
 
-    with tqdm(total=train.steps, initial=start, unit="step", desc="pretrain", dynamic_ncols=True) as bar:
+    with tqdm(total=train.steps, initial=start, unit="step", desc="pretrain", dynamic_ncols=True,
+              disable=not main_process) as bar:
         for step_index in range(start, train.steps):
             state, device_metrics = steps.train(state, next(data))
             if pending is not None:
@@ -202,18 +273,21 @@ def run(config, workdir: str) -> dict[str, Any]:
             done = step_index + 1
             if train.eval_every and done % train.eval_every == 0:
                 writers.write(done, _evaluate(config, mesh, steps, state))
+            if multi_process and multihost_utils.reached_preemption_sync_point(done):
+                stop["signal"] = signal.SIGTERM
             stopping = stop["signal"] is not None
             ckpts.save(done, state, data, config_json, force=done == train.steps or stopping)
             if stopping:
-                print(f"\npretrain: SIGTERM at step {done}; checkpoint saved, stopping", flush=True)
+                say(f"\npretrain: SIGTERM at step {done}; checkpoint saved, stopping")
                 break
         if pending is not None:
             log(*pending)
     ckpts.close()
     writers.close()
-    signal.signal(signal.SIGTERM, previous)
+    if not multi_process:
+        signal.signal(signal.SIGTERM, previous)
 
-    final_step = int(jax.device_get(state["step"]))
+    final_step = int(distributed.fetch(state["step"]))
     summary = {
         "job": "pretrain",
         "step": final_step,
@@ -237,19 +311,20 @@ def run(config, workdir: str) -> dict[str, Any]:
         "params_sha256": _fingerprint(state["params"]),
         "config": config_json,
     }
-    write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
-    print(f"pretrain: step {final_step}, loss {summary['loss']}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
-          f"MFU {summary['mfu'] or 0:.1%}; wrote {os.path.join(workdir, SUMMARY)}", flush=True)
+    if main_process:
+        write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    say(f"pretrain: step {final_step}, loss {summary['loss']}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
+        f"MFU {summary['mfu'] or 0:.1%}; wrote {os.path.join(workdir, SUMMARY)}")
     return summary
 
 
 def _check_eval_splits(config) -> None:
     """ConfigError now, not at the first eval, when the dataset lacks a split the eval reads."""
-    from sos_jax.data import DataError, countdown_tfds
+    from sos_jax.data import DataError
 
-    for split in ("val_seen", "val_unseen"):
+    for split in inputs.eval_splits(config):
         try:
-            countdown_tfds.open_split(config.data.data_dir, config.data.form, split)
+            inputs.dataset_store(config).open_split(config.data.data_dir, config.data.form, split)
         except DataError as e:
             raise ConfigError(f"config.train.eval_every={config.train.eval_every}: the eval reads {split}, but {e}; "
                               "write that split or pass --config.train.eval_every=0") from None
@@ -263,33 +338,33 @@ def _fingerprint(params) -> str:
     import numpy as np
 
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(params)):
+    for leaf in jax.tree.leaves(distributed.fetch(params)):
         digest.update(np.ascontiguousarray(leaf).tobytes())
     return digest.hexdigest()
 
 
 def _evaluate(config, mesh, steps, state) -> dict[str, float]:
     """Eval loss and accuracy on ``train.eval_batches`` fixed batches of held-out problems from each
-    of two sources: the ``val_seen`` and ``val_unseen`` splits of a dataset, or fresh problems on
-    the seen and on the unseen targets from the generator (a seed the training stream never uses)."""
-    import jax
-
+    source: the held-out splits of a dataset (``inputs.eval_splits``: ``val_seen`` and ``val_unseen``
+    of Countdown, ``val`` of Sudoku), or fresh problems on the seen and on the unseen targets from the
+    generator (a seed the training stream never uses)."""
     from ml_collections import config_dict
 
     out = {}
-    for kind in ("seen", "unseen"):
+    dataset = config.data.source == "dataset"
+    for kind in inputs.eval_splits(config) if dataset else ("seen", "unseen"):
         eval_config = config_dict.ConfigDict({"data": config.data.to_dict()})
         eval_config.data.shuffle = False
         eval_config.data.seed = config.data.seed + 1
-        if config.data.source == "dataset":
-            eval_config.data.split = name = f"val_{kind}"
+        if dataset:
+            eval_config.data.split = name = kind
         else:
             eval_config.data.targets = kind
             name = f"{kind}_targets"
         batches = inputs.make_batches(eval_config, mesh=mesh)
         sums = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
         for _ in range(config.train.eval_batches):
-            result = jax.device_get(steps.eval(state, next(batches)))
+            result = distributed.fetch(steps.eval(state, next(batches)))
             for k in sums:
                 sums[k] += float(result[k])
         if hasattr(batches, "close"):

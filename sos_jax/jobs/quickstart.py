@@ -25,7 +25,7 @@ import os
 import time
 from typing import Any
 
-from sos_jax.jobs import ConfigError, fields, write_atomic
+from sos_jax.jobs import ConfigError, fields, stages as stages_lib, write_atomic
 
 SUMMARY = "summary.json"
 
@@ -52,10 +52,6 @@ def _stages(config, workdir: str) -> dict[str, Any]:
         ("data", dataset, config.dataset), ("sos", pretrain, sos), ("ot", pretrain, ot), ("eval", evaluate, evaluation))}
 
 
-def _finished(job, folder: str) -> bool:
-    return os.path.exists(os.path.join(folder, job.SUMMARY))
-
-
 def validate(config, workdir: str | None) -> None:
     """Checks every stage still to run by its own job's rules, and that the stages fit together."""
     if fields.get(config, "job") != "quickstart":
@@ -69,9 +65,7 @@ def validate(config, workdir: str | None) -> None:
     for split in stages["eval"][1].data.splits:
         if not config.dataset.splits.get(split):
             raise ConfigError(f"config.eval.data.splits: {split!r} is not written by config.dataset.splits")
-    for job, stage, folder in stages.values():
-        if not _finished(job, folder):
-            job.validate(stage, folder)
+    stages_lib.validate(stages)
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -79,17 +73,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     validate(config, workdir)
     wall_start = time.perf_counter()
     stages = _stages(config, workdir)
-    seconds: dict[str, float] = {}
-    results: dict[str, Any] = {}
-    for index, (name, (job, stage, folder)) in enumerate(stages.items()):
-        print(f"\n=== quickstart {index + 1}/{len(stages)}: {name} ({folder}) ===", flush=True)
-        start = time.perf_counter()
-        if _finished(job, folder):
-            print(f"{name}: finished earlier; kept", flush=True)
-            results[name] = json.load(open(os.path.join(folder, job.SUMMARY)))
-        else:
-            results[name] = job.run(stage, folder)
-        seconds[name] = time.perf_counter() - start
+    results, seconds = stages_lib.run(stages, "quickstart")
 
     splits = tuple(stages["eval"][1].data.splits)
     greedy = results["eval"]["results"].get("greedy", {})

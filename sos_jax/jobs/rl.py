@@ -1,4 +1,4 @@
-"""The ``rl`` job: policy improvement of a pretrained SoS model on Countdown.
+"""The ``rl`` job: policy improvement of a pretrained model on Countdown, or with GRPO on Sudoku.
 
 ``config.algorithm`` picks the method (``configs/{grpo,ppo,apa,star,rest,guided_rest}_countdown.py``):
 
@@ -18,9 +18,18 @@ The pretrained model comes from ``config.base`` (a pretrain workdir, its ``check
 step); its config's ``model`` section is copied into the saved config, so the ``eval`` job reads
 RL checkpoints like pretraining ones (``--config.checkpoint=before=BASE,after=RL_WORKDIR``). The
 problems are a dataset split or problems drawn on device (``config.data``, as in the eval job).
+With ``config.task="sudoku"`` (``configs/grpo_sudoku.py``; GRPO only) the prompts are the puzzles of
+a Sudoku dataset split (never the test puzzles), the sampler stops at ``END`` and the reward is the
+replay verdict (``rl.rollout.sudoku_verdict``).
 Metrics (reward, solve rate, KL, entropy, clip fraction, tokens per trace, rollout tokens/s,
 update time) go to ``metrics.jsonl``, TensorBoard (``tb/``) and the progress bar;
 ``summary.json`` closes the run.
+
+The policy-gradient algorithms also run on several processes (``sos_jax.distributed``): every
+process draws the same problems and passes the same prompts to the rollouts, which place each
+process's rows on its devices; checkpoints are saved by all of them, process 0 alone prints, logs
+and writes ``summary.json``, and a SIGTERM stops every process at the same step. Expert iteration
+runs on one process only.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from sos_jax import distributed
 from sos_jax.jobs import ConfigError, fields, write_atomic
 
 SUMMARY = "summary.json"
@@ -58,6 +68,7 @@ def default_config(algorithm: str):
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     config = config_dict.ConfigDict()
     config.job = "rl"
+    config.task = "countdown"  # "countdown", or "sudoku" (grpo only)
     config.algorithm = algorithm
     config.base = ""  # the pretrained SoS model: a pretrain workdir, its checkpoints/ or a step in it
     config.seed = 0
@@ -114,11 +125,22 @@ def validate(config, workdir: str | None) -> None:
     if fields.get(config, "job") != "rl":
         raise ConfigError(f"config.job={config.job!r}: this is the 'rl' job")
     algorithm = fields.choice(config, "algorithm", ALGORITHMS)
+    if algorithm not in POLICY_GRADIENT and distributed.is_multiprocess():
+        raise ConfigError(f"config.algorithm={algorithm!r}: runs on one process only; on several, choose one of "
+                          f"{', '.join(POLICY_GRADIENT)}")
     if not isinstance(config.base, str) or not config.base:
         raise ConfigError("config.base: give the pretrained model, e.g. --config.base=workdir/quickstart/sos")
     fields.integer(config, "seed", 0)
     data_rows, fsdp, _ = pretrain.mesh_shape(config)
-    fields.choice(config, "data.split", SPLITS)
+    if fields.task(config).name == "sudoku":
+        if algorithm != "grpo":
+            raise ConfigError(f"config.algorithm={algorithm!r}: on Sudoku the rl job runs 'grpo'")
+        if fields.get(config, "data.source") != "dataset":
+            raise ConfigError("config.data.source: Sudoku RL draws its puzzles from a dataset split ('dataset'); the "
+                              "200 test puzzles are for evaluation only")
+        fields.choice(config, "data.split", evaluate.SUDOKU_SPLITS)
+    else:
+        fields.choice(config, "data.split", SPLITS)
     evaluate.check_problem_source(config)
     prompts = fields.integer(config, "rollout.prompts_per_step", 1)
     group = fields.integer(config, "rollout.group_size", 1)
@@ -194,24 +216,28 @@ def settings(config) -> types.SimpleNamespace:
 
 
 def _problems(config) -> tuple[np.ndarray, np.ndarray]:
-    """``(nums [P, K], target [P])`` of the configured split."""
+    """``(nums [P, K], target [P])`` (Sudoku: ``(puzzles [P, 81], solutions [P, 81])``) of the
+    configured split."""
     from ml_collections import config_dict
 
     from sos_jax.jobs import evaluate
 
-    view = config_dict.ConfigDict({"data": config.data.to_dict()})
+    view = config_dict.ConfigDict({"data": config.data.to_dict(), "task": fields.task(config).name})
     view.data.splits = (config.data.split,)
     return evaluate.load_problems(view)[config.data.split]
 
 
 def _sampling(config, max_new: int, num_samples: int):
-    """Sampling as ``config.rollout`` says, stopping after the goal line."""
+    """Sampling as ``config.rollout`` says, stopping at the task's EOS (and, on Countdown, after the
+    goal line)."""
     from sos_jax.models.sampler import SamplingParams
     from sos_jax.tokenizers import countdown as tok
 
     r = config.rollout
+    task = fields.task(config)
     return SamplingParams(max_new_tokens=max_new, temperature=float(r.temperature), top_k=r.top_k,
-                          top_p=float(r.top_p), num_samples=num_samples, stop_phrases=((tok.GOAL,),))
+                          top_p=float(r.top_p), num_samples=num_samples, eos_id=task.eos,
+                          stop_phrases=((tok.GOAL,),) if task.name == "countdown" else ())
 
 
 def _saved_config(config, base: dict) -> dict:
@@ -243,7 +269,7 @@ def _max_new(config, model, prompt_width: int) -> int:
 def _host_metrics(rollout, seconds: float) -> dict[str, float]:
     import jax
 
-    reward, solved, lengths = jax.device_get((rollout.reward_R, rollout.solved_R, rollout.lengths_R))
+    reward, solved, lengths = distributed.fetch((rollout.reward_R, rollout.solved_R, rollout.lengths_R))
     tokens = float(lengths.sum())
     return {"reward": float(reward.mean()), "solve_rate": float(solved.mean()),
             "tokens_per_trace": tokens / len(lengths), "rollout_tokens_per_s": tokens / max(seconds, 1e-9),
@@ -262,13 +288,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     nums, target = _problems(config)
     runner = _policy_gradient if config.algorithm in POLICY_GRADIENT else _expert_iteration
     summary = runner(config, workdir, mesh, base, nums, target)
-    write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    if distributed.is_main_process():
+        write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
     first, last = summary["first"], summary["last"]
     if first:
         unit = "step" if config.algorithm in POLICY_GRADIENT else "round"
-        print(f"rl: {config.algorithm}, solve rate of the sampled traces {first['solve_rate']:.1%} (first {unit}) -> "
-              f"{last['solve_rate']:.1%} (last); wrote "
-              f"{os.path.join(workdir, SUMMARY)}", flush=True)
+        distributed.say(f"rl: {config.algorithm}, solve rate of the sampled traces {first['solve_rate']:.1%} (first "
+                        f"{unit}) -> {last['solve_rate']:.1%} (last); wrote {os.path.join(workdir, SUMMARY)}")
     return summary
 
 
@@ -287,10 +313,12 @@ def _logged(workdir: str) -> list[dict]:
 
 
 def _summary(config, base, mesh, workdir: str, wall_start: float, checkpoints: str, **extra) -> dict:
-    """``summary.json``: the first and last logged metrics of the whole run (resumed parts included)."""
+    """``summary.json``: the first and last logged metrics of the whole run (resumed parts included;
+    on several processes, only process 0, which writes the log, reads it)."""
     import jax
 
-    history = [{k.removeprefix("rl/"): v for k, v in entry.items()} for entry in _logged(workdir)]
+    logged = _logged(workdir) if distributed.is_main_process() else []
+    history = [{k.removeprefix("rl/"): v for k, v in entry.items()} for entry in logged]
     return {"job": "rl", "algorithm": config.algorithm, "base": base["checkpoint"], "first": history[0] if history
             else {}, "last": history[-1] if history else {}, "mesh": dict(mesh.shape), "backend": jax.default_backend(),
             "device_count": jax.device_count(), "wall_s": time.perf_counter() - wall_start,
@@ -306,6 +334,7 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
     import jax
     import jax.numpy as jnp
     from flax import nnx
+    from jax.experimental import multihost_utils
     from tqdm import tqdm
 
     from sos_jax.jobs import evaluate
@@ -337,14 +366,21 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
     start = ckpts.latest_step or 0
     if start:
         state = ckpts.restore(state, None)
-        print(f"rl: resumed from {ckpts.directory}/{start}", flush=True)
+        distributed.say(f"rl: resumed from {ckpts.directory}/{start}")
 
-    prompts_all, lengths_all = evaluate.encode_prompts(nums, target)
+    if fields.task(config).name == "sudoku":
+        from sos_jax.eval import sudoku_eval
+
+        prompts_all, lengths_all = sudoku_eval.encode_prompts(nums)
+        judge = rollout.sudoku_verdict
+    else:
+        prompts_all, lengths_all = evaluate.encode_prompts(nums, target)
+        judge = rollout.countdown_verdict
     batch = config.rollout.prompts_per_step
     max_new = _max_new(config, base["model"], prompts_all.shape[1])
     rollouts = rollout.Rollouts(graphdef, params, _sampling(config, max_new, config.rollout.group_size),
                                 rollout.RewardParams(config.reward.format_weight, config.reward.length_penalty),
-                                mesh=mesh, batch_size=batch, prompt_len=prompts_all.shape[1])
+                                mesh=mesh, batch_size=batch, prompt_len=prompts_all.shape[1], judge=judge)
     steps = trainer.make_trainer(algorithm, settings(config), policy_graphdef=graphdef, value_graphdef=value_graphdef,
                                  tx_policy=tx_policy, tx_value=tx_value, temperature=float(config.rollout.temperature),
                                  mesh=mesh)
@@ -352,12 +388,16 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
     saved = _saved_config(config, base)
     writers = metrics.Writers(workdir)
     stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    # One process: our handler. Several: JAX's preemption service takes SIGTERM and agrees on a step.
+    multi_process = distributed.is_multiprocess()
+    if not multi_process:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
     key = jax.random.key(config.seed)
-    print(f"rl: {config.algorithm} from {base['checkpoint']}, {len(target)} problems, {batch} x "
-          f"{config.rollout.group_size} rollouts of up to {max_new} tokens per step, steps {start}..{train.steps}",
-          flush=True)
-    with tqdm(total=train.steps, initial=start, unit="step", desc=config.algorithm, dynamic_ncols=True) as bar:
+    distributed.say(f"rl: {config.algorithm} from {base['checkpoint']}, {len(target)} problems, {batch} x "
+                    f"{config.rollout.group_size} rollouts of up to {max_new} tokens per step, steps "
+                    f"{start}..{train.steps}")
+    with tqdm(total=train.steps, initial=start, unit="step", desc=config.algorithm, dynamic_ncols=True,
+              disable=not distributed.is_main_process()) as bar:
         for step_index in range(start, train.steps):
             chosen = np.random.default_rng([config.seed, step_index]).choice(len(target), batch,
                                                                               replace=len(target) < batch)
@@ -375,7 +415,7 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
                 for i in range(0, rows, train.minibatch_rows):
                     state, update_metrics = steps.update(state, prepared, perm[i:i + train.minibatch_rows])
                     per_update.append(update_metrics)
-            per_update = jax.device_get(per_update)
+            per_update = distributed.fetch(per_update)
             logged.update({k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]},
                           update_s=time.perf_counter() - t1)
             done = step_index + 1
@@ -384,16 +424,19 @@ def _policy_gradient(config, workdir, mesh, base, nums, target) -> dict[str, Any
                             tok_s=f"{logged['rollout_tokens_per_s']:,.0f}")
             if done % train.log_every == 0 or done == train.steps:
                 writers.write(done, {f"rl/{k}": v for k, v in logged.items()})
+            if multi_process and multihost_utils.reached_preemption_sync_point(done):
+                stop["signal"] = signal.SIGTERM
             stopping = stop["signal"] is not None
             ckpts.save(done, state, None, saved, force=done == train.steps or stopping)
             if stopping:
-                print(f"\nrl: SIGTERM at step {done}; checkpoint saved, stopping", flush=True)
+                distributed.say(f"\nrl: SIGTERM at step {done}; checkpoint saved, stopping")
                 break
     ckpts.close()
     writers.close()
-    signal.signal(signal.SIGTERM, previous)
+    if not multi_process:
+        signal.signal(signal.SIGTERM, previous)
     return _summary(config, base, mesh, workdir, wall_start, ckpts.directory, step=ckpts.latest_step or 0,
-                    updates=int(jax.device_get(state["step"])), steps=train.steps,
+                    updates=int(distributed.fetch(state["step"])), steps=train.steps,
                     stopped_by_signal=stop["signal"] is not None)
 
 

@@ -21,7 +21,9 @@ top-k / top-p restriction: what an RL loss recomputes from the same logits.
 
 Sharding: with a mesh, rows are split over the mesh's batch axes (``data``, ``fsdp``) and the cache
 follows the model's logical axes (heads over ``tensor``); the row count ``B * num_samples`` must
-divide by the batch axes' size.
+divide by the batch axes' size. On a mesh that spans several processes (``sos_jax.distributed``),
+every process passes the same whole batch and key; each places its own rows on its devices, and
+:func:`as_dict` gathers every row back to every process.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
-from sos_jax import parallel
+from sos_jax import distributed, parallel
 from sos_jax.models.gpt import GPT, KV
 from sos_jax.tokenizers.countdown import EOS, PAD
 
@@ -188,6 +191,7 @@ class Sampler:
         if self.mesh is None:
             decode_state = self._prefill(state, prompts_BxP, lengths_B, key)
             return self._decode(state, decode_state).samples
+        key, prompts_BxP, lengths_B = place_inputs(self.mesh, key, prompts_BxP, lengths_B)
         with jax.set_mesh(self.mesh):
             decode_state = self._prefill(state, prompts_BxP, lengths_B, key)
             return self._decode(state, decode_state).samples
@@ -243,6 +247,26 @@ class Sampler:
         return decode_state.replace(samples=samples.replace(stop_B=stop_B))
 
 
+def place_inputs(mesh, key: jax.Array, *rows) -> tuple[jax.Array, ...]:
+    """``(key, *rows)`` ready for a call compiled on ``mesh`` (arrays whose leading axis is the
+    batch): on a mesh of this process's devices, as they are; on one spanning several processes, as
+    global arrays (rows split over the batch axes, the key replicated) built from the same whole
+    arrays and key, which every process passes."""
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return (key, *rows)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    def place(x, sharding):
+        if not x.is_fully_addressable:  # already a global array
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    batch = parallel.batch_sharding(mesh)
+    data = place(jax.random.key_data(key), NamedSharding(mesh, PartitionSpec()))
+    return (jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)), *(place(x, batch) for x in rows))
+
+
 def sample(model: GPT, prompts_BxP, lengths_B, key: jax.Array, params: SamplingParams, mesh=None) -> Samples:
     """One-off sampling with ``model`` (compiles each call; build a :class:`Sampler` to reuse)."""
     graphdef, state = nnx.split(model)
@@ -252,6 +276,7 @@ def sample(model: GPT, prompts_BxP, lengths_B, key: jax.Array, params: SamplingP
 
 
 def as_dict(samples: Samples) -> dict[str, Any]:
-    """The samples as host numpy arrays, keyed ``tokens``, ``lengths``, ``logprobs``, ``stop``."""
-    host = jax.device_get(samples)
+    """The samples as host numpy arrays, keyed ``tokens``, ``lengths``, ``logprobs``, ``stop``: every
+    row, on every process (on several processes, every process must call it)."""
+    host = distributed.fetch(samples)
     return {"tokens": host.tokens_BxT, "lengths": host.lengths_B, "logprobs": host.logprobs_BxT, "stop": host.stop_B}

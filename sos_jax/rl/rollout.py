@@ -33,7 +33,7 @@ from flax import struct
 
 from sos_jax import parallel
 from sos_jax.envs.countdown_check import NO_EXPLORE, NO_GOAL, NO_STATE
-from sos_jax.models.sampler import Sampler, SamplingParams
+from sos_jax.models.sampler import Sampler, SamplingParams, place_inputs
 from sos_jax.search.countdown_verify import verify_tokens
 from sos_jax.search.sudoku_verify import replay_tokens
 from sos_jax.tokenizers import sudoku as sudoku_tok
@@ -136,6 +136,7 @@ class Rollouts:
         args = tuple(jnp.asarray(x, jnp.int32) for x in (prompts_BxP, lengths_B, problem_B, answer_B))
         if self.mesh is None:
             return self._run(state, *args, key)
+        key, *args = place_inputs(self.mesh, key, *args)
         with jax.set_mesh(self.mesh):
             return self._run(state, *args, key)
 

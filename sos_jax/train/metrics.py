@@ -52,16 +52,25 @@ def peak_flops_per_device(configured: float) -> tuple[float, str]:
 
 
 class Writers:
-    """Appends metric dicts to ``metrics.jsonl`` and TensorBoard event files under ``tb/``."""
+    """Appends metric dicts to ``metrics.jsonl`` and TensorBoard event files under ``tb/``.
+
+    Over several processes only process 0 writes; on the others every call does nothing.
+    """
 
     def __init__(self, workdir: str):
         from tensorboardX import SummaryWriter
 
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        from sos_jax import distributed
+
+        self._enabled = distributed.is_main_process()
+        if self._enabled:
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         """Records ``metrics`` (numbers) at ``step``."""
+        if not self._enabled:
+            return
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
         for name, value in metrics.items():
@@ -69,5 +78,6 @@ class Writers:
 
     def close(self) -> None:
         """Flushes and closes both files."""
-        self._jsonl.close()
-        self._tb.close()
+        if self._enabled:
+            self._jsonl.close()
+            self._tb.close()

@@ -38,7 +38,7 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int, m
     (optimizer moments take the parameters' shardings; scalars and the key are replicated)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
+        opt_state = jax.jit(tx.init, out_shardings=opt_state_shardings(tx, params, mesh))(params)
     state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
              "rng": jax.random.key_data(jax.random.key(seed))}
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -47,6 +47,15 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int, m
         return x if x.sharding.device_set == set(mesh.devices.flat) else jax.device_put(x, replicated)
 
     return graphdef, rest, jax.tree.map(on_mesh, state)
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, params, mesh):
+    """Shardings of ``tx.init(params)`` for ``params`` (arrays or ``jax.ShapeDtypeStruct``s with
+    shardings): every moment shaped like a parameter takes that parameter's sharding, so fsdp and
+    tensor split the optimizer state as they split the parameters; counts are replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return optax.tree_map_params(tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params),
+                                 jax.tree.map(lambda x: x.sharding, params), transform_non_params=lambda _: replicated)
 
 
 def _micro(batch_BxL: dict, accum: int) -> dict:
@@ -105,27 +114,57 @@ def eval_step_fn(graphdef, rest) -> Callable:
     return step
 
 
-def compile_steps(graphdef, rest, state, tx, lr, mesh, *, batch_shape: tuple[int, int], accum: int,
-                  dropout: bool) -> Steps:
-    """Compiles both steps ahead of time for ``state``'s shardings and batches of ``batch_shape``
-    split over ``mesh``'s batch axes (traced with the mesh set, so the model's activation
-    constraints apply)."""
+def _abstract_args(state, mesh, batch_shape: tuple[int, int]) -> tuple[Any, dict]:
+    """``state`` and a batch of ``batch_shape`` as ``jax.ShapeDtypeStruct``s with their shardings."""
     from sos_jax import parallel
 
     from sos_jax.data.batch import BATCH_DTYPES
 
     batch_sharding = parallel.batch_sharding(mesh)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     batch = {k: jax.ShapeDtypeStruct(batch_shape, dtype, sharding=batch_sharding) for k, dtype in BATCH_DTYPES.items()}
+    return abstract, batch
+
+
+def lower_train(graphdef, rest, state, tx, lr, mesh, *, batch_shape: tuple[int, int], accum: int,
+                dropout: bool) -> jax.stages.Lowered:
+    """The train step lowered ahead of time for ``state``'s shardings (``state`` may hold arrays or
+    ``jax.ShapeDtypeStruct``s with shardings) and batches of ``batch_shape`` split over ``mesh``'s
+    batch axes, donating the state; traced with the mesh set, so the model's activation constraints
+    apply. Compile it under the same mesh."""
+    abstract, batch = _abstract_args(state, mesh, batch_shape)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
     train = jax.jit(train_step_fn(graphdef, rest, tx, lr, accum=accum, dropout=dropout),
-                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+                    in_shardings=(shardings, batch["inputs"].sharding), out_shardings=(shardings, None),
+                    donate_argnums=0)
     with jax.set_mesh(mesh):
-        compiled = train.lower(abstract, batch).compile()
-        evaluate = jax.jit(eval_step_fn(graphdef, rest), in_shardings=(shardings, batch_sharding)).lower(abstract, batch)
+        return train.lower(abstract, batch)
+
+
+def memory_breakdown(compiled) -> dict[str, int] | None:
+    """Per-device bytes of a compiled step from ``memory_analysis()``: ``argument``, ``output``,
+    ``alias`` (donated arguments reused as outputs), ``temp``, ``generated_code`` and their ``total``
+    (argument + output - alias + temp + generated_code); None where the backend reports nothing."""
     memory = compiled.memory_analysis()
-    total = None
-    if memory is not None:
-        total = sum(getattr(memory, f, 0) or 0 for f in ("argument_size_in_bytes", "output_size_in_bytes",
-                                                           "temp_size_in_bytes", "generated_code_size_in_bytes"))
-    return Steps(train=compiled, eval=evaluate.compile(), state_shardings=shardings, memory_bytes=total)
+    if memory is None:
+        return None
+    out = {name: int(getattr(memory, f"{name}_size_in_bytes", 0) or 0)
+           for name in ("argument", "output", "alias", "temp", "generated_code")}
+    out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["generated_code"]
+    return out
+
+
+def compile_steps(graphdef, rest, state, tx, lr, mesh, *, batch_shape: tuple[int, int], accum: int,
+                  dropout: bool) -> Steps:
+    """Compiles both steps ahead of time for ``state``'s shardings and batches of ``batch_shape``
+    split over ``mesh``'s batch axes (the train step as :func:`lower_train` lowers it)."""
+    abstract, batch = _abstract_args(state, mesh, batch_shape)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    lowered = lower_train(graphdef, rest, state, tx, lr, mesh, batch_shape=batch_shape, accum=accum, dropout=dropout)
+    with jax.set_mesh(mesh):
+        compiled = lowered.compile()
+        evaluate = jax.jit(eval_step_fn(graphdef, rest),
+                           in_shardings=(shardings, batch["inputs"].sharding)).lower(abstract, batch).compile()
+    memory = memory_breakdown(compiled)
+    return Steps(train=compiled, eval=evaluate, state_shardings=shardings,
+                 memory_bytes=None if memory is None else memory["total"])

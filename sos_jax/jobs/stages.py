@@ -1,0 +1,44 @@
+"""Jobs made of other jobs (``quickstart``, ``study``): each stage an ordinary job in a folder of the
+workdir, so each can be rerun or inspected alone. A stage whose ``summary.json`` is there finished
+earlier and is skipped; an interrupted pretraining resumes from its checkpoint, so rerunning the
+command after a crash finishes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+# A stage: (job module, its config, its folder); a job module has SUMMARY, validate and run.
+Stages = dict[str, tuple[Any, Any, str]]
+
+
+def finished(job, folder: str) -> bool:
+    """Whether the stage in ``folder`` has written its summary."""
+    return os.path.exists(os.path.join(folder, job.SUMMARY))
+
+
+def validate(stages: Stages) -> None:
+    """Checks every stage still to run by its own job's rules."""
+    for job, stage, folder in stages.values():
+        if not finished(job, folder):
+            job.validate(stage, folder)
+
+
+def run(stages: Stages, label: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """Runs (or finishes) the stages in order; returns each stage's summary and seconds."""
+    seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for index, (name, (job, stage, folder)) in enumerate(stages.items()):
+        print(f"\n=== {label} {index + 1}/{len(stages)}: {name} ({folder}) ===", flush=True)
+        start = time.perf_counter()
+        if finished(job, folder):
+            print(f"{name}: finished earlier; kept", flush=True)
+            with open(os.path.join(folder, job.SUMMARY)) as f:
+                results[name] = json.load(f)
+        else:
+            results[name] = job.run(stage, folder)
+        seconds[name] = time.perf_counter() - start
+    return results, seconds
