@@ -1,6 +1,6 @@
 """The ``eval`` job: measured search ability of one or more checkpoints on held-out Countdown
 problems or Sudoku puzzles (``config.task``; Sudoku's prompts, scoring and study table are in
-``eval.sudoku_eval``, and its problems are the 200 test puzzles or the ``val`` split of a dataset).
+``eval.sudoku_eval``, and its problems are the 200 test puzzles or a split of a Sudoku dataset).
 
 Each checkpoint (``config.checkpoint``: ``DIR`` or ``NAME=DIR``, comma-separated; a pretrain workdir,
 its ``checkpoints/`` or one step in it) is loaded with the model config saved beside it, and run on
