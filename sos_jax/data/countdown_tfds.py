@@ -88,18 +88,11 @@ class SosCountdown(records.WrittenBuilder):
         tfds.core.BuilderConfig(name="sos", description="Stream-of-Search traces: the DFS / BFS mix, mistakes included."),
         tfds.core.BuilderConfig(name="ot", description="Optimal paths: the operations of one solution, same problems."),
     ]
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Countdown problems (reach the target from the numbers with + - * /) and their search traces "
-                        "in the Stream-of-Search text format, stored as token ids. Written by sos_jax.",
-            features=features(),
-            homepage="https://arxiv.org/abs/2404.03683",
-            citation="Gandhi et al., Stream of Search (SoS): Learning to Search in Language, 2024.",
-            disable_shuffling=True,  # records keep problem order; pipelines shuffle
-            metadata=tfds.core.MetadataDict(),
-        )
+    DESCRIPTION = ("Countdown problems (reach the target from the numbers with + - * /) and their search traces "
+                   "in the Stream-of-Search text format, stored as token ids. Written by sos_jax.")
+    HOMEPAGE = "https://arxiv.org/abs/2404.03683"
+    CITATION = "Gandhi et al., Stream of Search (SoS): Learning to Search in Language, 2024."
+    features = staticmethod(features)
 
 
 version_dir = STORE.version_dir

@@ -171,9 +171,20 @@ class Store:
 
 class WrittenBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A TFDS builder whose data the dataset job writes (``STORE``: its ``Store``), so that
-    ``download_and_prepare`` only says how to write it."""
+    ``download_and_prepare`` only says how to write it; its ``DatasetInfo`` comes from the class's
+    ``DESCRIPTION``, ``HOMEPAGE``, ``CITATION`` and ``features``."""
 
     STORE: Store
+    DESCRIPTION: str  # what the dataset holds
+    HOMEPAGE: str
+    CITATION: str
+    features: Callable[[], tfds.features.FeaturesDict]  # the record layout (a staticmethod)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=self.features(),
+                                     homepage=self.HOMEPAGE, citation=self.CITATION,
+                                     disable_shuffling=True,  # records keep problem order; pipelines shuffle
+                                     metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager):
         raise DataError(f"{self.data_dir}: {self.STORE.name} datasets are written by the dataset job: "

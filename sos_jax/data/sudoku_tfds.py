@@ -81,19 +81,12 @@ class SosSudoku(records.WrittenBuilder):
         tfds.core.BuilderConfig(name="bt", description="Backtracking traces: deductions, guesses and reverts."),
         tfds.core.BuilderConfig(name="direct", description="Direct solutions: the fills of the solving path only."),
     ]
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Generated Sudoku puzzles with a unique solution, each with its backtracking trace or its "
-                        "direct solution in the word-level format of the backtracking study. Written by sos_jax.",
-            features=features(),
-            homepage="https://arxiv.org/abs/2504.07052",
-            citation="Qin et al., To Backtrack or Not to Backtrack: When Sequential Search Limits Model Reasoning, "
-                     "2025.",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+    DESCRIPTION = ("Generated Sudoku puzzles with a unique solution, each with its backtracking trace or its "
+                   "direct solution in the word-level format of the backtracking study. Written by sos_jax.")
+    HOMEPAGE = "https://arxiv.org/abs/2504.07052"
+    CITATION = ("Qin et al., To Backtrack or Not to Backtrack: When Sequential Search Limits Model Reasoning, "
+                "2025.")
+    features = staticmethod(features)
 
 
 version_dir = STORE.version_dir

@@ -12,6 +12,8 @@ table and one figure.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from sos_jax.files import write_figure
@@ -34,19 +36,29 @@ def encode_prompts(puzzles_Px81: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.asarray([len(i) for i in ids], np.int32)
 
 
+@functools.cache
+def _judge():
+    """Jitted ``(prompts, prompt_lengths, tokens, lengths, puzzles, solutions) -> verdict``: each
+    prompt joined to its sample and replayed, in one compiled call per batch shape."""
+    import jax
+
+    from sos_jax.rl.rollout import join, sudoku_verdict
+
+    def judge(prompts_RxW, prompt_lengths_R, tokens_RxT, lengths_R, puzzles_Rx81, solutions_Rx81):
+        rows = join(prompts_RxW, prompt_lengths_R, tokens_RxT, lengths_R, fill=tok.MASK)
+        return jax.vmap(sudoku_verdict)(rows, prompt_lengths_R + lengths_R, puzzles_Rx81, solutions_Rx81)
+
+    return jax.jit(judge)
+
+
 def score(puzzles_Rx81, solutions_Rx81, prompts_RxW, prompt_lengths_R, tokens_RxT, lengths_R,
           cut_R) -> dict[str, np.ndarray]:
     """Per-sample verdicts: ``solved`` (replay), ``lax_solved`` (the same: Sudoku has one verifier),
     ``malformed`` (stopped without ``SOL_E``, not by the token limit) and ``tokens`` (generated)."""
     import jax
-    import jax.numpy as jnp
 
-    from sos_jax.rl.rollout import join, sudoku_verdict
-
-    rows = join(jnp.asarray(prompts_RxW), jnp.asarray(prompt_lengths_R), jnp.asarray(tokens_RxT),
-                jnp.asarray(lengths_R), fill=tok.MASK)
-    verdict = jax.vmap(sudoku_verdict)(rows, jnp.asarray(prompt_lengths_R) + jnp.asarray(lengths_R),
-                                       jnp.asarray(puzzles_Rx81, jnp.int32), jnp.asarray(solutions_Rx81, jnp.int32))
+    verdict = jax.device_get(_judge()(*(np.asarray(x, np.int32) for x in (
+        prompts_RxW, prompt_lengths_R, tokens_RxT, lengths_R, puzzles_Rx81, solutions_Rx81))))
     solved = np.asarray(verdict["solved"], bool)
     cut = np.asarray(cut_R, bool)
     return {"solved": solved, "lax_solved": solved, "malformed": ~np.asarray(verdict["formatted"], bool) & ~cut,
