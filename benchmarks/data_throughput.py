@@ -43,14 +43,18 @@ def _args(argv=None):
 
 
 def _write_dataset(folder: str, problems: int) -> None:
+    import jax
     from ml_collections import config_dict
 
     from sos_jax.jobs import dataset, fields
+    from sos_jax.search.countdown import Mix
 
+    rows = Mix().block * jax.device_count()  # every device holds whole blocks of the SoS mix
     config = config_dict.ConfigDict({
         "job": "dataset", "source": "generate", "seed": 0, "split_seed": 4,
         "splits": {"train": problems, "val_seen": 0, "test_seen": 0, "val_unseen": 0, "test_unseen": 0},
-        "forms": ("sos",), "max_len": 16384, "context_len": 4096, "batch_size": 1000, "overwrite": False,
+        "forms": ("sos",), "max_len": 16384, "context_len": 4096, "batch_size": -(-1000 // rows) * rows,
+        "overwrite": False,
         "mix": fields.mix_config(), "env": fields.env_config(),
         "files": {s: "" for s in ("train", "val_seen", "test_seen", "val_unseen", "test_unseen")},
     })

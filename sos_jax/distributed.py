@@ -11,13 +11,16 @@ On the CPU (tests, ``launch/local.py``), cross-process collectives go through gl
 The rules every multi-process job keeps: only the main process (index 0) writes summaries, metric
 logs, TensorBoard files and plots, and prints progress (:func:`is_main_process`); a global array
 that this process cannot see whole is fetched with :func:`fetch` (an all-gather), never with
-``jax.device_get``; orbax checkpoints are saved and restored by every process together.
+``jax.device_get``; a decision taken from files (what is already written) is the main process's,
+shared with :func:`agree`, so that every process takes the same path through the collectives;
+orbax checkpoints are saved and restored by every process together.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 CPU_COLLECTIVES = "gloo"
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -106,3 +109,28 @@ def fetch(tree: Any) -> Any:
 
     return jax.tree.map(lambda x: np.asarray(x) if whole(x) else multihost_utils.process_allgather(x, tiled=True),
                         tree)
+
+
+def agree(compute: Callable[[], Any]) -> Any:
+    """``compute()`` run by the main process alone, its result (anything JSON can carry) returned on
+    every process; on several processes every process must call it, and the others wait for it."""
+    if not is_multiprocess():
+        return compute()
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    sent = np.frombuffer(json.dumps(compute()).encode(), np.uint8) if is_main_process() else np.zeros(0, np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int64(sent.size)))
+    buffer = np.zeros(size, np.uint8)
+    buffer[: sent.size] = sent
+    return json.loads(np.asarray(multihost_utils.broadcast_one_to_all(buffer)).tobytes().decode())
+
+
+def every_process(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process; on several processes every process must call it."""
+    if not is_multiprocess():
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(flag))))

@@ -8,7 +8,8 @@ as one line on stderr (exit status 2) before anything is compiled.
 
 One run over several processes (hosts): ``--distributed`` lets JAX find its peers (Cloud TPU pods,
 Slurm), or ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` names them (see
-``sos_jax.distributed`` and ``launch/local.py``). Jobs that run on one process only refuse then.
+``sos_jax.distributed`` and ``launch/local.py``). Every job but ``bench`` (one host's numbers) runs
+so; ``bench`` refuses.
 """
 
 from __future__ import annotations

@@ -43,3 +43,18 @@ def run_benchmark(script: str, *args: str, devices: int | None = None, timeout: 
     lines = result.stdout.strip().splitlines()
     assert len(lines) > 1  # the readable report comes first
     return json.loads(lines[-1]), lines
+
+
+def crash_countdown_writer_at(monkeypatch, split: str) -> None:
+    """Makes the Countdown dataset writer die (KeyboardInterrupt) when it reaches ``split``, as a
+    killed run would (``monkeypatch.undo()`` or the test's end restores it)."""
+    from sos_jax.data import countdown_writer
+
+    real = countdown_writer._generated
+
+    def dies(params, form, at, nums, target):
+        if at == split:
+            raise KeyboardInterrupt("killed")
+        yield from real(params, form, at, nums, target)
+
+    monkeypatch.setattr(countdown_writer, "_generated", dies)

@@ -22,10 +22,10 @@ def test_benchmark_json_last_line():
 @pytest.mark.slow
 def test_data_throughput_json_last_line():
     out, lines = run_benchmark("data_throughput.py", "--problems", "64", "--seq-len", "256", "--batch", "8",
-                               "--batches", "2", "--records", "32", devices=2, timeout=600)
+                               "--batches", "2", "--records", "32", devices=8, timeout=600)
     assert any(line.startswith("grain pipeline") for line in lines)
     assert out["seq_len"] == 256 and out["global_batch_size"] == 8 and out["records"] == 32
-    assert out["device_count"] == 2
+    assert out["device_count"] == 8  # the built-in dataset's batch fits any device count
     for key in ("baseline_tokens_per_s", "grain_host_tokens_per_s", "grain_device_tokens_per_s",
                 "online_tokens_per_s"):
         assert out[key] > 0, key

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from config_util import load_config
+from config_util import crash_countdown_writer_at, load_config
 
 from sos_jax import main as sos_main
 from sos_jax.data import DataError
@@ -166,14 +166,7 @@ def test_same_config_same_files_and_no_overwrite(written, tmp_path):
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    real = countdown_writer._generated
-
-    def dies_in_test_seen(params, form, split, nums, target):
-        if split == "test_seen":
-            raise KeyboardInterrupt("killed")
-        yield from real(params, form, split, nums, target)
-
-    monkeypatch.setattr(countdown_writer, "_generated", dies_in_test_seen)
+    crash_countdown_writer_at(monkeypatch, "test_seen")
     with pytest.raises(KeyboardInterrupt):
         sos_main.run(load_config("countdown_data"), workdir)
     with pytest.raises(DataError, match="dataset_info.json missing"):
@@ -185,7 +178,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     train_shard = [n for n in os.listdir(partial) if "-train." in n]
     stamp = os.path.getmtime(os.path.join(partial, train_shard[0]))
 
-    monkeypatch.setattr(countdown_writer, "_generated", real)
+    monkeypatch.undo()
     summary = sos_main.run(load_config("countdown_data"), workdir)  # the rerun completes the dataset
     assert summary["forms"]["sos"]["splits"]["test_seen"]["all"]["count"] == 16
     assert not os.path.exists(partial)

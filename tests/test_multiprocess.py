@@ -1,6 +1,7 @@
 """Several processes, one run: the local launcher, and pretraining on 2 processes x 4 CPU devices
-matching 1 process x 8 devices (same global batch), with checkpoints and a resume; the batches job
-and the eval and rl (GRPO) jobs on 2 processes; the refusal of single-process jobs and of bad flags."""
+matching 1 process x 8 devices (same global batch), with checkpoints and a resume; the batches,
+eval, rl (GRPO, Guided-ReST), dataset (finishing a crashed run), generate and study jobs on 2
+processes; the bench job's refusal and bad flags."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from config_util import REPO, config_path, load_config
+from config_util import REPO, config_path, crash_countdown_writer_at, load_config
 
 from sos_jax import distributed
 from sos_jax import main as sos_main
@@ -25,6 +26,22 @@ TRAIN = {"data.source": "dataset", "data.packing": False, "train.warmup_steps": 
 def _launch(*args, timeout=600):
     return subprocess.run([sys.executable, LAUNCHER, *args], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout)
+
+
+def _on_two_processes(name: str, workdir, overrides: dict, timeout=600) -> list[str]:
+    """Runs ``configs/<name>.py:tiny`` with ``overrides`` on 2 processes x 4 CPU devices into
+    ``workdir``; returns the output lines after checking that every process succeeded."""
+    result = _launch("--num-processes", "2", "--devices-per-process", "4", "--", f"--config={config_path(name)}:tiny",
+                     f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items()), timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout.splitlines()
+
+
+def _as_one_and_two(name: str, tmp_path, overrides: dict, timeout=600) -> tuple[dict, list[str]]:
+    """``configs/<name>.py:tiny`` run by 1 process x 8 devices (``tmp_path/one``; its summary) and
+    by 2 processes x 4 devices (``tmp_path/two``; the output lines)."""
+    one = sos_main.run(load_config(name, "tiny", **overrides), str(tmp_path / "one"))
+    return one, _on_two_processes(name, tmp_path / "two", overrides, timeout)
 
 
 def test_dry_run_prints_each_process_command():
@@ -49,18 +66,22 @@ def test_dry_run_prints_each_process_command():
         assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("launch/local.py: error:")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """A small Countdown dataset (the golden examples, imported): its ``data_dir``."""
-    root = tmp_path_factory.mktemp("multiprocess_data")
+def _golden_dataset(root, count=None) -> str:
+    """A Countdown dataset of the first ``count`` golden examples (all: None), imported: its ``data_dir``."""
     with open(os.path.join(REPO, "tests", "data", "countdown_examples.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+        rows = [json.loads(line) for line in f][:count]
     with open(root / "train.json", "w") as f:
         json.dump([{"nums": r["nums"], "target": r["target"], "search_path": r["trace"],
                     "optimal_path": r["optimal_path"]} for r in rows], f)
     sos_main.run(load_config("countdown_data", source="import", **{"files.train": str(root / "train.json")}),
                  str(root / "data"))
     return str(root / "data")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small Countdown dataset (the golden examples, imported): its ``data_dir``."""
+    return _golden_dataset(tmp_path_factory.mktemp("multiprocess_data"))
 
 
 def _metrics(workdir) -> list[dict]:
@@ -110,12 +131,7 @@ def test_two_processes_train_and_resume_as_one(dataset, tmp_path):
 
 def test_batches_job_on_two_processes_counts_the_global_batches(dataset, tmp_path):
     overrides = {"data.source": "dataset", "data.data_dir": dataset, "data.packing": False, "num_batches": 2}
-    one = sos_main.run(load_config("countdown_batches", "tiny", **overrides), str(tmp_path / "one"))
-    result = _launch("--num-processes", "2", "--devices-per-process", "4", "--",
-                     f"--config={config_path('countdown_batches')}:tiny", f"--workdir={tmp_path / 'two'}",
-                     *(f"--config.{k}={v}" for k, v in overrides.items()))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    one, lines = _as_one_and_two("countdown_batches", tmp_path, overrides)
     assert any(line.startswith("[0] wrote ") for line in lines)
     assert not any(line.startswith("[1] wrote ") or line.startswith("[1] batches:") for line in lines)
     assert os.listdir(tmp_path / "two") == ["summary.json"]
@@ -123,6 +139,18 @@ def test_batches_job_on_two_processes_counts_the_global_batches(dataset, tmp_pat
         two = json.load(f)
     for key in ("batch_shape", "fill_rate", "loss_share", "traces_per_row"):
         assert two[key] == one[key], key
+
+
+def test_a_finite_dataset_ends_on_every_process_at_once(tmp_path):
+    """One epoch of 15 records in batches of 8 rows, 4 per process: process 0's share (8 records)
+    holds a second batch that process 1's (7) lacks, so both stop after the first, as 1 process does."""
+    overrides = {"data.source": "dataset", "data.data_dir": _golden_dataset(tmp_path, 15), "data.packing": False,
+                 "data.num_epochs": 1, "num_batches": 3}
+    one, lines = _as_one_and_two("countdown_batches", tmp_path, overrides, timeout=300)
+    assert one["num_batches"] == 0  # the first batch (warm-up) was the only one
+    assert "[0] batches: the data (data.num_epochs=1) ended after 0 of 3 batches (besides the first)" in lines
+    with open(tmp_path / "two" / "summary.json") as f:
+        assert json.load(f)["num_batches"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +172,8 @@ def test_eval_on_two_processes_scores_as_one(model, tmp_path):
     scores, greedy and sampled (the same keys draw the same samples); process 0 alone prints and writes."""
     overrides = {"checkpoint": model, "data.splits": ("test_seen",), "data.num_problems": 8,
                  "sampling.num_samples": 2, "sampling.max_new_tokens": 16}
-    one = sos_main.run(load_config("countdown_eval", "tiny", **overrides), str(tmp_path / "one"))
-
+    one, lines = _as_one_and_two("countdown_eval", tmp_path, overrides)
     two = tmp_path / "two"
-    result = _launch("--num-processes", "2", "--devices-per-process", "4", "--",
-                     f"--config={config_path('countdown_eval')}:tiny", f"--workdir={two}",
-                     *(f"--config.{k}={v}" for k, v in overrides.items()))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = result.stdout.splitlines()
     assert any(line.startswith("[0] eval: wrote ") for line in lines) and "[0] greedy decoding" in lines
     assert _quiet_process_1(lines, ("eval", "model", "greedy", "samples"))
     assert sorted(os.listdir(two)) == ["accuracy_vs_tokens.png", "pass_at_k.png", "summary.json"]
@@ -170,13 +192,8 @@ def test_grpo_on_two_processes_steps_as_one(model, tmp_path):
     """GRPO from the 2-step checkpoint, 1 process x 8 devices against 2 processes x 4 devices: the same
     rollouts (rewards, lengths) and updates (losses, KL) at every step; process 0 alone logs and writes."""
     overrides = {"base": model, "train.steps": 2, "rollout.max_new_tokens": 16}
-    sos_main.run(load_config("grpo_countdown", "tiny", **overrides), str(tmp_path / "one"))
+    _, lines = _as_one_and_two("grpo_countdown", tmp_path, overrides)
     two = tmp_path / "two"
-    result = _launch("--num-processes", "2", "--devices-per-process", "4", "--",
-                     f"--config={config_path('grpo_countdown')}:tiny", f"--workdir={two}",
-                     *(f"--config.{k}={v}" for k, v in overrides.items()))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = result.stdout.splitlines()
     assert any(line.startswith("[0] rl: grpo, solve rate") for line in lines)
     assert _quiet_process_1(lines, ("rl:", "grpo"))
     assert sorted(os.listdir(two)) == ["checkpoints", "metrics.jsonl", "summary.json", "tb"]
@@ -193,13 +210,96 @@ def test_grpo_on_two_processes_steps_as_one(model, tmp_path):
     assert summary["step"] == 2 and summary["updates"] == 4 and summary["device_count"] == 8
 
 
-def test_single_process_jobs_refuse_several_processes(monkeypatch, tmp_path):
+@pytest.mark.slow  # about 2 minutes on 2 cores; the GRPO test covers rollouts and checkpoints on 2 processes
+def test_guided_rest_on_two_processes_rounds_as_one(model, tmp_path):
+    """Guided-ReST (2 rounds of sampling, guided edits and fine-tuning) from the 2-step checkpoint,
+    1 process x 8 devices against 2 processes x 4 devices: the same samples, kept traces and
+    fine-tuning losses each round; process 0 alone logs and writes."""
+    overrides = {"base": model}
+    _, lines = _as_one_and_two("guided_rest_countdown", tmp_path, overrides)
+    two = tmp_path / "two"
+    assert any(line.startswith("[0] rl: guided_rest, solve rate") for line in lines)
+    assert _quiet_process_1(lines, ("rl:", "guided_rest"))
+    assert sorted(os.listdir(two / "checkpoints")) == ["1", "2"]
+    rows_one, rows_two = _metrics(tmp_path / "one"), _metrics(two)
+    assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one] == [1, 2]
+    for key in ("rl/solve_rate", "rl/tokens_per_trace", "rl/kept", "rl/guided_solved", "rl/finetune_steps"):
+        assert [r[key] for r in rows_two] == [r[key] for r in rows_one], key
+    assert all(r["rl/finetune_steps"] > 0 for r in rows_one)  # traces were kept and fine-tuned on
+    np.testing.assert_allclose([r["rl/finetune_loss"] for r in rows_two], [r["rl/finetune_loss"] for r in rows_one],
+                               rtol=1e-5)
+
+
+def _tree_files(root) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def test_dataset_job_on_two_processes_finishes_a_crashed_run_as_one(tmp_path, monkeypatch):
+    """A Countdown dataset written by 1 process x 8 devices, against one whose first run (1 process)
+    died in the middle of the sos form and was finished by 2 processes x 4 devices: the same bytes in
+    every file, the splits finished before the crash kept; process 0 alone writes and reports."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    sos_main.run(load_config("countdown_data"), str(one))
+    crash_countdown_writer_at(monkeypatch, "test_seen")
+    with pytest.raises(KeyboardInterrupt):
+        sos_main.run(load_config("countdown_data"), str(two))
+    partial = two / "sos_countdown" / "sos" / "incomplete.1.0.0"
+    kept = {name: os.path.getmtime(partial / name) for name in os.listdir(partial) if "-train." in name}
+    assert kept
+
+    lines = _on_two_processes("countdown_data", two, {})
+    for start in ("[0] dataset: ", "[0] wrote "):
+        assert any(line.startswith(start) for line in lines), start
+    assert _quiet_process_1(lines, ("dataset", "wrote", "traces"))
+    assert _tree_files(two / "sos_countdown") == _tree_files(one / "sos_countdown")
+    final = two / "sos_countdown" / "sos" / "1.0.0"
+    assert {name: os.path.getmtime(final / name) for name in kept} == kept  # not written again
+    with open(one / "summary.json") as f, open(two / "summary.json") as g:
+        forms_one, forms_two = json.load(f)["forms"], json.load(g)["forms"]
+    assert {form: v["splits"] for form, v in forms_two.items()} == {form: v["splits"] for form, v in forms_one.items()}
+
+
+@pytest.mark.slow  # about a minute of CPU; the dataset test covers the same device and write paths
+def test_generate_job_on_two_processes_counts_as_one(tmp_path):
+    """The generate job's statistics from 1 process x 8 devices and from 2 processes x 4 devices."""
+    one, lines = _as_one_and_two("countdown_gen", tmp_path, {})
+    assert any(line.startswith("[0] === problem ") for line in lines)
+    assert _quiet_process_1(lines, ("generate", "problem", "traces"))
+    assert sorted(os.listdir(tmp_path / "two")) == ["summary.json", "token_lengths.png"]
+    with open(tmp_path / "two" / "summary.json") as f:
+        two = json.load(f)
+    assert two["num_traces"] == one["num_traces"] == 64 and two["strategies"] == one["strategies"]
+
+
+@pytest.mark.slow  # about 2 minutes on 2 cores; the dataset, pretrain and eval tests cover its stages
+def test_sudoku_study_on_two_processes(tmp_path):
+    """The Sudoku bt study (dataset, pretraining, eval) on 2 processes x 4 devices writes the dataset
+    of 1 process x 8 devices byte for byte, and a rerun after a crash in the eval stage keeps the
+    finished stages."""
+    one = tmp_path / "one"
+    sos_main.run(load_config("sudoku_data", forms=("bt",)), str(one))
+    two = tmp_path / "two"
+    for attempt in range(2):
+        if attempt:  # as if the first run had died during the eval
+            os.remove(two / "summary.json")
+            os.remove(two / "eval" / "summary.json")
+        lines = _on_two_processes("sudoku_bt", two, {})
+        assert any(line.startswith("[0] study: done") for line in lines)
+        assert _quiet_process_1(lines, ("study", "dataset", "pretrain", "eval"))
+    assert [line for line in lines if line.endswith(": finished earlier; kept")] == [
+        "[0] data: finished earlier; kept", "[0] model: finished earlier; kept"]  # the rerun
+    assert _tree_files(two / "data" / "sos_sudoku") == _tree_files(one / "sos_sudoku")
+    with open(two / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["results"]["greedy"]["bt"]["test"]["problems"] == 8
+
+
+def test_the_bench_job_refuses_several_processes(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed, "is_multiprocess", lambda: True)
-    with pytest.raises(ConfigError, match=r"config\.job='generate': runs on one process only"):
-        sos_main.run(load_config("countdown_gen"), str(tmp_path / "run"))
-    with pytest.raises(ConfigError, match=r"config\.algorithm='star': runs on one process only; on several, choose "
-                                          "one of grpo, ppo, apa"):
-        sos_main.run(load_config("star_countdown", base=str(tmp_path / "base")), str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"config\.job='bench': runs on one process only"):
+        sos_main.run(load_config("bench"), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

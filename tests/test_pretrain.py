@@ -247,6 +247,18 @@ def test_pretrain_on_a_dataset(tmp_path):
     assert any("eval/val_seen/loss" in r and "eval/val_unseen/loss" in r for r in rows)
 
 
+def test_a_finite_dataset_ends_the_run_with_a_checkpoint(tmp_path):
+    """One epoch of 40 records in batches of the tiny preset's rows: the run stops when they end,
+    with a checkpoint there, and says so in its summary."""
+    data_dir = _imported_dataset(tmp_path, ("train",))
+    config = _config(**{"data.source": "dataset", "data.data_dir": data_dir, "data.packing": False,
+                        "data.num_epochs": 1, "train.steps": 50, "train.eval_every": 0, "train.checkpoint_every": 50})
+    summary = sos_main.run(config, str(tmp_path / "run"))
+    epoch_steps = 40 // config.data.global_batch_size
+    assert summary["step"] == summary["data_ended_after_step"] == epoch_steps < 50
+    assert os.listdir(tmp_path / "run" / "checkpoints") == [str(epoch_steps)]
+
+
 def test_missing_eval_split_is_a_config_error(tmp_path):
     """A dataset without the val splits fails before training, not at the first eval."""
     data_dir = _imported_dataset(tmp_path, ("train",))

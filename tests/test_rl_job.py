@@ -70,6 +70,8 @@ def test_each_config_runs_and_resumes(algorithm, base, tmp_path):
         assert algorithm == "apa" or "rl/clip_fraction" in keys
     else:
         assert {"rl/kept", "rl/finetune_steps"} <= keys
+    if algorithm == "guided_rest":  # edited traces reach the goal: every round fine-tunes
+        assert all(row["rl/kept"] > 0 and row["rl/finetune_steps"] > 0 for row in logged)
     saved = checkpoint.saved_config(checkpoint.find_checkpoint(whole))
     assert saved["model"] == checkpoint.saved_config(checkpoint.find_checkpoint(base))["model"]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from sos_jax import distributed
 from sos_jax.data import countdown_problems as problems_lib
 from sos_jax.data import countdown_tfds as ct
 from sos_jax.data import records, trace_stats
@@ -132,7 +133,7 @@ def _generated(params: ct.GenerateParams, form: str, split: str, nums_NxK: np.nd
         start, traces = pending
         if nxt < n:
             pending = dispatch(nxt)
-        host = jax.device_get(traces)
+        host = distributed.fetch(traces)
         for r in range(min(b, n - start)):
             yield {"tokens": host.tokens[r, : host.length[r]], "nums": nums_NxK[start + r], "target": target_N[start + r],
                    "problem": start + r, "strategy": host.strategy[r], "heuristic": host.heuristic[r],

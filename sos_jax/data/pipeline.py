@@ -39,7 +39,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from sos_jax import parallel
+from sos_jax import distributed, parallel
 from sos_jax.data import batch
 
 
@@ -60,10 +60,11 @@ class Batches:
     """Iterator of global batches (dicts of ``[B, L]`` ``jax.Array``s) with checkpointable state."""
 
     def __init__(self, host_iterator: grain.DatasetIterator, sharding: jax.sharding.NamedSharding,
-                 global_shape: tuple[int, int]):
+                 global_shape: tuple[int, int], finite: bool = False):
         self._it = host_iterator
         self.sharding = sharding
         self.global_shape = global_shape
+        self._finite = finite
 
     def __iter__(self) -> Batches:
         return self
@@ -74,8 +75,19 @@ class Batches:
                 for k, v in self.next_local().items()}
 
     def next_local(self) -> dict[str, np.ndarray]:
-        """The next batch as this host's numpy rows (``[B / process_count, L]``), kept on the host."""
-        return next(self._it)
+        """The next batch as this host's numpy rows (``[B / process_count, L]``), kept on the host.
+
+        A finite stream (``num_epochs``) raises StopIteration at its end; on several processes it
+        ends for all of them at the first batch one of them lacks (their shares of the last epoch
+        may pack into different numbers of rows), so that none waits for the others in a step.
+        """
+        rows = next(self._it, None)
+        ended = rows is None
+        if self._finite and distributed.is_multiprocess():
+            ended = not distributed.every_process(not ended)
+        if ended:
+            raise StopIteration
+        return rows
 
     def get_state(self) -> dict:
         """The grain iterator state: where the stream stands after the last batch taken."""
@@ -152,4 +164,4 @@ def batches(source, *, seq_len: int, global_batch_size: int, packing: bool, mask
         if not flags.FLAGS.is_parsed():  # grain 0.2.18 reads an absl flag here (google/grain#1355)
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return Batches(iter(ds), sharding, (global_batch_size, seq_len))
+    return Batches(iter(ds), sharding, (global_batch_size, seq_len), finite=num_epochs is not None)

@@ -11,6 +11,9 @@ statistics) written by TFDS itself; then ``tfds.data_source`` reads it. Records 
 A finished split is recorded in ``progress.json``: a rerun after a crash with the same settings
 keeps the finished splits and writes only the rest; other settings start the folder afresh. Until
 the rename, an earlier dataset in ``<version>/`` stays untouched.
+
+On several processes every process runs the examples (the device work is split over all of them),
+and the main process alone writes the files, from its own view of what is already written.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sos_jax import distributed
 from sos_jax.data import DataError
 from sos_jax.files import write_atomic
 
@@ -103,17 +107,31 @@ def write_form(final: str, builder: tfds.core.DatasetBuilder, settings: dict[str
     """
     name = builder.name
     folder = os.path.join(os.path.dirname(final), PARTIAL + os.path.basename(final))
-    state = _read_progress(folder)
+    main = distributed.is_main_process()
+    state = distributed.agree(lambda: _read_progress(folder))
     if state.get("settings") != settings:
-        shutil.rmtree(folder, ignore_errors=True)
+        if main:
+            shutil.rmtree(folder, ignore_errors=True)
         state = {"settings": settings, "splits": {}}
-    os.makedirs(folder, exist_ok=True)
+    if main:
+        os.makedirs(folder, exist_ok=True)
     for split, make_examples in splits:
         if split in state["splits"]:
             continue  # finished by an earlier run with the same settings
+        if not main:
+            for _ in make_examples():  # the device work is every process's; the files are the main one's
+                pass
+            continue
         state["splits"][split] = _write_split(folder, name, split, make_examples(), layout, report, progress)
         write_atomic(os.path.join(folder, PROGRESS), json.dumps(state))
+    # the main process completes the form; the others wait for it (and get its metadata)
+    return distributed.agree(lambda: _complete(folder, final, builder, settings, state))
 
+
+def _complete(folder: str, final: str, builder: tfds.core.DatasetBuilder, settings: dict[str, Any],
+              state: dict) -> dict[str, Any]:
+    """Writes the form's TFDS metadata into ``folder`` and renames it ``final``; returns the metadata."""
+    name = builder.name
     info = builder.info
     info.set_file_format("array_record", override=True)
     info.set_splits(tfds.core.SplitDict([

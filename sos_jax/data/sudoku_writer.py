@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from sos_jax import distributed
 from sos_jax.data import records, sudoku_test, trace_stats
 from sos_jax.data import sudoku_tfds as st
 
@@ -88,7 +89,7 @@ def _generated(params: st.SudokuParams, form: str, split: str) -> Iterator[dict[
     while written < size:
         current, b = pending, b + 1
         pending = dispatch(b)
-        puzzles, solutions, out = jax.device_get(current)
+        puzzles, solutions, out = distributed.fetch(current)
         puzzles, solutions = np.asarray(puzzles, np.int32), np.asarray(solutions, np.int32)
         clues = (puzzles > 0).sum(axis=1)
         fits = ~out["truncated"] & out["solved"] & (sequence_length(clues, out["bt_length"]) <= params.max_len)

@@ -24,7 +24,7 @@ JOBS = {
     "bench": "sos_jax.jobs.bench",
 }
 # Jobs that run over several processes (``sos_jax.distributed``); ``sos_jax.main`` refuses the others there.
-MULTI_PROCESS_JOBS = frozenset({"batches", "eval", "pretrain", "rl"})
+MULTI_PROCESS_JOBS = frozenset({"batches", "dataset", "eval", "generate", "pretrain", "quickstart", "rl", "study"})
 
 
 class ConfigError(ValueError):

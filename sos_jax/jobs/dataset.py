@@ -14,6 +14,10 @@ The same config gives the same files. A form already written with the same param
 and a rerun after a crash only writes the splits that were not finished (``data.records``);
 a form written with other parameters is replaced only with ``config.overwrite=True``, and only
 once the new one is complete. An interrupted run never leaves a form that looks finished.
+
+On several processes (``--distributed``) the traces of each batch are made on the devices of all
+of them; the main process writes the files, the table, the summary and the plot, and the files are
+the same as those of one process.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import time
 from typing import Any
 
+from sos_jax import distributed
 from sos_jax.jobs import ConfigError, WorkdirError, fields, report, write_atomic
 
 SUMMARY = "summary.json"
@@ -234,44 +239,49 @@ def run(config, workdir: str) -> dict[str, Any]:
     device = jax.devices()[0]
     what = (f"{', '.join(f'{s} {n:,}' for s, n in params.sizes)} problems" if hasattr(params, "sizes")
             else f"files {', '.join(f'{s}={p}' for s, p in params.files)}")
-    print(f"dataset: {what}; forms {', '.join(forms)}; into {workdir} on {jax.device_count()} x {device.platform}",
-          flush=True)
+    main = distributed.is_main_process()  # the only one that writes files and reports
+    distributed.say(f"dataset: {what}; forms {', '.join(forms)}; into {workdir} on {jax.device_count()} x "
+                    f"{device.platform}{f' ({jax.process_count()} processes)' if jax.process_count() > 1 else ''}")
     write_s: dict[str, float] = {}
     written = 0
-    todo = [form for form in forms if _written_params(workdir, form, ct) != params.describe()]
+    todo = distributed.agree(lambda: [form for form in forms
+                                      if _written_params(workdir, form, ct) != params.describe()])
     if todo and task == "countdown" and config.source == "generate":
         start = time.perf_counter()
-        with tqdm(total=sum(n for _, n in params.sizes), unit="problem", desc="problems", dynamic_ncols=True) as bar:
+        with tqdm(total=sum(n for _, n in params.sizes), unit="problem", desc="problems", dynamic_ncols=True,
+                  disable=not main) as bar:
             writer.problems(params, progress=bar.update)
         write_s["problems"] = time.perf_counter() - start
     for form in forms:
         if form not in todo:
-            print(f"{form}: already written with these settings in {ct.version_dir(workdir, form)}; kept")
+            distributed.say(f"{form}: already written with these settings in {ct.version_dir(workdir, form)}; kept")
             continue
         total = sum(n for _, n in params.sizes) if hasattr(params, "sizes") else None
         start = time.perf_counter()
-        with tqdm(total=total, unit="trace", desc=form, smoothing=0.1, dynamic_ncols=True) as bar:
+        with tqdm(total=total, unit="trace", desc=form, smoothing=0.1, dynamic_ncols=True, disable=not main) as bar:
             writer.write_form(workdir, form, params, context_len=config.context_len, progress=bar.update)
             written += bar.n
         write_s[form] = time.perf_counter() - start
     run_s = sum(write_s.values())
+    written = distributed.agree(lambda: written)
 
-    meta = {form: ct.load_builder(workdir, form).info.metadata for form in forms}
+    meta = distributed.agree(lambda: {form: dict(ct.load_builder(workdir, form).info.metadata) for form in forms})
     table = {f"{split}/{form}/{group}": s for form in forms for split, rep in meta[form]["splits"].items()
              for group, s in rep["groups"].items() if not (form == "ot" and group == "all")}  # ot: one group
-    print()
-    print(report.format_table(table, label="split/form/group", rule_before=("dfs", "ot")))
+    distributed.say()
+    distributed.say(report.format_table(table, label="split/form/group", rule_before=("dfs", "ot")))
     if written:
-        print(f"{written:,} traces in {run_s:.1f}s: {written / run_s:,.1f} traces/s "
-              f"({', '.join(f'{f} {s:.1f}s' for f, s in write_s.items())}; compilation included)")
+        distributed.say(f"{written:,} traces in {run_s:.1f}s: {written / run_s:,.1f} traces/s "
+                        f"({', '.join(f'{f} {s:.1f}s' for f, s in write_s.items())}; compilation included)")
 
     plot_split = next(iter(meta[forms[0]]["splits"]))
     hists = {f"{form}/{group}": (counts, f"{form} {group} (n={meta[form]['splits'][plot_split]['groups'][group]['count']})")
              for form in forms for group, counts in meta[form]["splits"][plot_split]["hist"].items()
              if group != "all" or len(meta[form]["splits"][plot_split]["hist"]) == 1}
     plot_path = os.path.join(workdir, PLOT)
-    report.save_plot(plot_path, hists, config.context_len, "context_len",
-                     f"{task.capitalize()} {plot_split} split: token lengths per form and strategy")
+    if main:
+        report.save_plot(plot_path, hists, config.context_len, "context_len",
+                         f"{task.capitalize()} {plot_split} split: token lengths per form and strategy")
     summary = {
         "job": "dataset",
         "data_dir": os.path.abspath(workdir),
@@ -290,7 +300,8 @@ def run(config, workdir: str) -> dict[str, Any]:
         "config": config.to_dict(),
     }
     summary_path = os.path.join(workdir, SUMMARY)
-    write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-    print(f"\nwrote {summary_path} and {plot_path}; read the data with "
-          f"tfds.data_source('{ct.NAME}/{forms[0]}', data_dir='{workdir}')")
+    if main:
+        write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    distributed.say(f"\nwrote {summary_path} and {plot_path}; read the data with "
+                    f"tfds.data_source('{ct.NAME}/{forms[0]}', data_dir='{workdir}')")
     return summary

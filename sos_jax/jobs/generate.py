@@ -8,7 +8,9 @@ workdir ``summary.json`` (headline numbers and the resolved config) and ``token_
 
 Every row (problem, strategy, heuristic, beam, shuffles) depends only on ``config.seed`` and its
 index, so the output does not depend on the batch size or the number of devices; each batch is
-split over all local devices (``config.batch_size`` must be a multiple of twice their count).
+split over all devices (``config.batch_size`` must be a multiple of twice their count). On several
+processes (``--distributed``) those are the devices of every process; the main process reports and
+writes the files, and the numbers are those of one process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sos_jax import distributed
 from sos_jax.data import trace_stats
 from sos_jax.jobs import ConfigError, fields, report, write_atomic
 
@@ -75,7 +78,7 @@ def validate(config, workdir: str | None) -> None:
 
 @dataclass
 class Generator:
-    """Compiled sampling and search for batches of a fixed size, split over all local devices.
+    """Compiled sampling and search for batches of a fixed size, split over all devices.
 
     ``step(key, indices_B, targets_T) -> (Problems, found_B, Traces)`` is an AOT-compiled
     executable; ``compile_s`` is the wall time its compilation took.
@@ -89,7 +92,7 @@ class Generator:
 
 
 def build_generator(spec, targets, *, strategy: str, max_len: int, batch_size: int, mix=None) -> Generator:
-    """Compiles ``search.countdown.generate`` for ``batch_size`` problems over the local devices
+    """Compiles ``search.countdown.generate`` for ``batch_size`` problems over all devices
     (``mix``: the SoS ``search.countdown.Mix``, default the published one)."""
     import functools
 
@@ -124,13 +127,12 @@ def run_batches(gen: Generator, seed: int, num_problems: int, on_batch: Callable
     next indices), so host work overlaps device work.
     """
     import jax
-    import jax.numpy as jnp
 
     key = jax.random.key(seed)
     pending = None
     for start in range(0, num_problems, gen.batch_size):
         count = min(gen.batch_size, num_problems - start)
-        indices = jax.device_put(jnp.arange(start, start + gen.batch_size, dtype=jnp.int32), gen.sharding)
+        indices = jax.device_put(np.arange(start, start + gen.batch_size, dtype=np.int32), gen.sharding)
         problems, found, traces = gen.step(key, gen.targets, indices)
         if pending is not None:
             on_batch(*pending)
@@ -164,20 +166,21 @@ def run(config, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
 
     device = jax.devices()[0]
-    print(f"generate: {n} Countdown problems ({spec.num_count} numbers in {spec.num_min}..{spec.num_max}, "
-          f"{config.split} targets, {len(targets)} of {spec.target_min}..{spec.target_max}), strategy "
-          f"{config.strategy}, max_len {config.max_len}, batches of {batch}, on {jax.device_count()} x "
-          f"{device.platform} ({device.device_kind})", flush=True)
-    print("compiling ...", end=" ", flush=True)
+    main = distributed.is_main_process()  # the only one that writes files and reports
+    distributed.say(f"generate: {n} Countdown problems ({spec.num_count} numbers in {spec.num_min}..{spec.num_max}, "
+                    f"{config.split} targets, {len(targets)} of {spec.target_min}..{spec.target_max}), strategy "
+                    f"{config.strategy}, max_len {config.max_len}, batches of {batch}, on {jax.device_count()} x "
+                    f"{device.platform} ({device.device_kind})")
+    distributed.say("compiling ...", end=" ")
     gen = build_generator(spec, targets, strategy=config.strategy, max_len=config.max_len, batch_size=batch, mix=mix)
-    print(f"{gen.compile_s:.1f}s", flush=True)
+    distributed.say(f"{gen.compile_s:.1f}s")
 
     cols: dict[str, list[np.ndarray]] = {k: [] for k in STAT_FIELDS + ("nums", "target")}
     examples: dict[bool, dict[str, Any]] = {}
 
     def on_batch(start, count, problems, found, traces):
-        host = jax.device_get({"found": found, "nums": problems.nums, "target": problems.target,
-                               **{k: getattr(traces, k) for k in STAT_FIELDS}})
+        host = distributed.fetch({"found": found, "nums": problems.nums, "target": problems.target,
+                                  **{k: getattr(traces, k) for k in STAT_FIELDS}})
         host = {k: np.asarray(v)[:count] for k, v in host.items()}
         if not host["found"].all():
             i = start + int(np.argmin(host["found"]))
@@ -195,12 +198,12 @@ def run(config, workdir: str) -> dict[str, Any]:
                 if good.size or (rows.size and want not in examples):
                     r = int(good[0] if good.size else rows[0])
                     examples[want] = {"index": start + r, "good": bool(good.size),
-                                      "tokens": np.asarray(traces.tokens[r, : host["length"][r]]),
+                                      "tokens": distributed.fetch(traces.tokens)[r, : host["length"][r]],
                                       **{k: host[k][r] for k in host}}
         bar.update(count)
 
     run_start = time.perf_counter()
-    with tqdm(total=n, unit="trace", desc="traces", smoothing=0.1, dynamic_ncols=True) as bar:
+    with tqdm(total=n, unit="trace", desc="traces", smoothing=0.1, dynamic_ncols=True, disable=not main) as bar:
         run_batches(gen, config.seed, n, on_batch)
     run_s = time.perf_counter() - run_start
 
@@ -209,9 +212,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     group_stats = {name: trace_stats.stats(data, mask) for name, mask in masks.items()}
     overall = group_stats["all"]
 
-    print()
-    print(report.format_table(group_stats))
-    print(f"{n} traces in {run_s:.2f}s: {n / run_s:,.1f} traces/s (compile {gen.compile_s:.1f}s apart)")
+    distributed.say()
+    distributed.say(report.format_table(group_stats))
+    distributed.say(f"{n} traces in {run_s:.2f}s: {n / run_s:,.1f} traces/s (compile {gen.compile_s:.1f}s apart)")
 
     if config.show_examples:
         for want in (True, False):
@@ -224,16 +227,18 @@ def run(config, workdir: str) -> dict[str, Any]:
             if name.startswith("bfs"):
                 name += f" beam {int(ex['beam'])}"
             cut = f", cut at max_len from {int(ex['total'])}" if ex["truncated"] else ""
-            print(f"\n=== problem {ex['index']}: nums {ex['nums'].tolist()}, target {int(ex['target'])}; {name}, "
-                  f"{'solved' if want else 'not solved'}, {int(ex['length'])} tokens{cut} ===")
-            print(report.shorten(tok.decode(ex["tokens"]).rstrip("\n")))
+            distributed.say(f"\n=== problem {ex['index']}: nums {ex['nums'].tolist()}, target {int(ex['target'])}; "
+                            f"{name}, {'solved' if want else 'not solved'}, {int(ex['length'])} tokens{cut} ===")
+            distributed.say(report.shorten(tok.decode(ex["tokens"]).rstrip("\n")))
 
     plot_path = os.path.join(workdir, PLOT)
     plotted = ["dfs-sum", "dfs-mult", "bfs-sum", "bfs-mult"] if config.strategy == "sos" else ["ot"]
     hists = {name: (trace_stats.length_histogram(data["total"][masks[name]]),
                     f"{name} (n={group_stats[name]['count']}, solved {group_stats[name]['solve_rate'] or 0:.0%})")
              for name in plotted}
-    report.save_plot(plot_path, hists, config.max_len, "max_len (cut)", f"Countdown {config.strategy} traces: {n} problems")
+    if main:
+        report.save_plot(plot_path, hists, config.max_len, "max_len (cut)",
+                         f"Countdown {config.strategy} traces: {n} problems")
     summary = {
         "job": "generate",
         "num_traces": n,
@@ -256,6 +261,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         "config": config.to_dict(),
     }
     summary_path = os.path.join(workdir, SUMMARY)
-    write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-    print(f"\nwrote {summary_path} and {plot_path}")
+    if main:
+        write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    distributed.say(f"\nwrote {summary_path} and {plot_path}")
     return summary

@@ -9,15 +9,19 @@ tokens/s per device and MFU. Every ``train.eval_every`` steps the eval loss is m
 ``train.eval_batches`` batches of held-out problems. Checkpoints (``checkpoints/``: train state,
 data-iterator state, config) are saved asynchronously every ``train.checkpoint_every`` steps, at
 the end and on SIGTERM; the last ``train.keep_checkpoints`` are kept. A run started in a workdir
-with checkpoints resumes from the newest, to the same numbers as a run never interrupted.
+with checkpoints resumes from the newest, to the same numbers as a run never interrupted. A
+dataset read for a finite ``data.num_epochs`` that ends before ``train.steps`` stops the run there,
+with a checkpoint (``summary.json``: ``data_ended_after_step``).
 
 Over several processes (``sos_jax.distributed``) every process feeds its rows of each global batch
 and saves its part of each checkpoint; process 0 alone prints, logs and writes ``summary.json``.
-A SIGTERM there stops every process at the same step (JAX's preemption sync point).
+A SIGTERM there stops every process at the same step (JAX's preemption sync point), and a finite
+dataset ends for all of them at the same step (``data.pipeline.Batches``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -246,6 +250,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     config_json = json.loads(json.dumps(config.to_dict()))
     last: dict[str, float] = {}
     pending = None  # (step, device metrics) fetched one step late
+    saved = start  # the newest step with a checkpoint
+    data_ended = None  # the step after which a finite dataset ran out
     window = [time.perf_counter(), 0.0]  # start time and tokens since the last log
 
     def log(step_done: int, device_metrics) -> None:
@@ -265,7 +271,15 @@ def run(config, workdir: str) -> dict[str, Any]:
     with tqdm(total=train.steps, initial=start, unit="step", desc="pretrain", dynamic_ncols=True,
               disable=not main_process) as bar:
         for step_index in range(start, train.steps):
-            state, device_metrics = steps.train(state, next(data))
+            batch = next(data, None)
+            if batch is None:  # a finite dataset (data.num_epochs) ran out: stop here, as a signal would
+                data_ended = step_index
+                say(f"\npretrain: the data (data.num_epochs={config.data.num_epochs}) ended after step {step_index}; "
+                    "stopping")
+                if step_index > start and saved != step_index:
+                    ckpts.save(step_index, state, data, config_json, force=True)
+                break
+            state, device_metrics = steps.train(state, batch)
             if pending is not None:
                 log(*pending)
             pending = (step_index + 1, device_metrics)
@@ -276,7 +290,8 @@ def run(config, workdir: str) -> dict[str, Any]:
             if multi_process and multihost_utils.reached_preemption_sync_point(done):
                 stop["signal"] = signal.SIGTERM
             stopping = stop["signal"] is not None
-            ckpts.save(done, state, data, config_json, force=done == train.steps or stopping)
+            if ckpts.save(done, state, data, config_json, force=done == train.steps or stopping):
+                saved = done
             if stopping:
                 say(f"\npretrain: SIGTERM at step {done}; checkpoint saved, stopping")
                 break
@@ -293,6 +308,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         "step": final_step,
         "steps": train.steps,
         "stopped_by_signal": stop["signal"] is not None,
+        "data_ended_after_step": data_ended,
         "num_params": n_params,
         "loss": last.get("loss"),
         "accuracy": last.get("accuracy"),
@@ -363,12 +379,14 @@ def _evaluate(config, mesh, steps, state) -> dict[str, float]:
             name = f"{kind}_targets"
         batches = inputs.make_batches(eval_config, mesh=mesh)
         sums = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
-        for _ in range(config.train.eval_batches):
-            result = distributed.fetch(steps.eval(state, next(batches)))
+        for batch in itertools.islice(batches, config.train.eval_batches):  # fewer if a finite split runs out
+            result = distributed.fetch(steps.eval(state, batch))
             for k in sums:
                 sums[k] += float(result[k])
         if hasattr(batches, "close"):
             batches.close()
-        tokens = max(sums["tokens"], 1.0)
+        if not sums["tokens"]:
+            continue  # a finite split too small for one batch: no number rather than a wrong one
+        tokens = sums["tokens"]
         out.update({f"eval/{name}/loss": sums["loss_sum"] / tokens, f"eval/{name}/accuracy": sums["correct"] / tokens})
     return out

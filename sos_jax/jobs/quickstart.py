@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any
 
+from sos_jax import distributed
 from sos_jax.jobs import ConfigError, fields, stages as stages_lib, write_atomic
 
 SUMMARY = "summary.json"
@@ -90,14 +91,15 @@ def run(config, workdir: str) -> dict[str, Any]:
         "wall_s": time.perf_counter() - wall_start,
         "config": json.loads(json.dumps(config.to_dict())),
     }
-    write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    if distributed.is_main_process():
+        write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
     lines = [f"{'model':<10} " + " ".join(f"{split:>14}" for split in splits)]
     for model, by_split in headline.items():
         lines.append(f"{model:<10} " + " ".join(
             f"{'-' if v['greedy_accuracy'] is None else format(v['greedy_accuracy'], '.1%'):>14}"
             for v in by_split.values()))
-    print("\nquickstart: held-out accuracy (strict verifier, greedy decoding)\n" + "\n".join(lines))
-    print(f"quickstart: done in {summary['wall_s'] / 60:.1f} min "
-          f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); wrote {os.path.join(workdir, SUMMARY)}",
-          flush=True)
+    distributed.say("\nquickstart: held-out accuracy (strict verifier, greedy decoding)\n" + "\n".join(lines))
+    distributed.say(f"quickstart: done in {summary['wall_s'] / 60:.1f} min "
+                    f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
+                    f"wrote {os.path.join(workdir, SUMMARY)}")
     return summary

@@ -25,11 +25,11 @@ Metrics (reward, solve rate, KL, entropy, clip fraction, tokens per trace, rollo
 update time) go to ``metrics.jsonl``, TensorBoard (``tb/``) and the progress bar;
 ``summary.json`` closes the run.
 
-The policy-gradient algorithms also run on several processes (``sos_jax.distributed``): every
-process draws the same problems and passes the same prompts to the rollouts, which place each
-process's rows on its devices; checkpoints are saved by all of them, process 0 alone prints, logs
-and writes ``summary.json``, and a SIGTERM stops every process at the same step. Expert iteration
-runs on one process only.
+Every algorithm also runs on several processes (``sos_jax.distributed``): every process draws the
+same problems and passes the same prompts to the rollouts, which place each process's rows on its
+devices; checkpoints are saved by all of them, process 0 alone prints, logs and writes
+``summary.json``, and a SIGTERM stops every process at the same step. In expert iteration every
+process fetches every sample, so all of them keep (and, for Guided-ReST, edit) the same traces.
 """
 
 from __future__ import annotations
@@ -125,9 +125,6 @@ def validate(config, workdir: str | None) -> None:
     if fields.get(config, "job") != "rl":
         raise ConfigError(f"config.job={config.job!r}: this is the 'rl' job")
     algorithm = fields.choice(config, "algorithm", ALGORITHMS)
-    if algorithm not in POLICY_GRADIENT and distributed.is_multiprocess():
-        raise ConfigError(f"config.algorithm={algorithm!r}: runs on one process only; on several, choose one of "
-                          f"{', '.join(POLICY_GRADIENT)}")
     if not isinstance(config.base, str) or not config.base:
         raise ConfigError("config.base: give the pretrained model, e.g. --config.base=workdir/quickstart/sos")
     fields.integer(config, "seed", 0)
@@ -480,20 +477,20 @@ def _expert_iteration(config, workdir, mesh, base, nums, target) -> dict[str, An
     params = base_params
     if done_rounds:
         params = ckpts.restore({"params": base_params}, None)["params"]
-        print(f"rl: resumed after round {done_rounds} ({ckpts.directory}/{done_rounds})", flush=True)
+        distributed.say(f"rl: resumed after round {done_rounds} ({ckpts.directory}/{done_rounds})")
     saved = _saved_config(config, base)
     writers = metrics.Writers(workdir)
     key = jax.random.key(config.seed)
     calls = -(-len(target) // batch)
-    print(f"rl: {config.algorithm} from {base['checkpoint']}, {len(target)} problems x {group} samples of up to "
-          f"{max_new} tokens, rounds {done_rounds}..{expert.rounds}", flush=True)
+    distributed.say(f"rl: {config.algorithm} from {base['checkpoint']}, {len(target)} problems x {group} samples of "
+                    f"up to {max_new} tokens, rounds {done_rounds}..{expert.rounds}")
     for round_index in range(done_rounds, expert.rounds):
         t0 = time.perf_counter()
         kept_traces, kept_lengths, logged = [], [], {"guided_solved": 0}
         totals = {"reward": 0.0, "solve_rate": 0.0, "tokens_per_trace": 0.0, "rollout_tokens": 0.0, "rollout_s": 0.0}
         rng = random.Random(config.seed * 1000 + round_index)
         with tqdm(total=calls, unit="batch", desc=f"{config.algorithm} round {round_index + 1} sampling",
-                  dynamic_ncols=True, leave=False) as bar:
+                  dynamic_ncols=True, leave=False, disable=not distributed.is_main_process()) as bar:
             for call in range(calls):
                 chosen = np.arange(call * batch, (call + 1) * batch) % len(target)
                 t_call = time.perf_counter()
@@ -530,22 +527,25 @@ def _expert_iteration(config, workdir, mesh, base, nums, target) -> dict[str, An
                             end_fraction=0.1)
         with tqdm(total=total_steps if len(lengths) else 0, unit="step",
                   desc=f"{config.algorithm} round {round_index + 1} fine-tuning", dynamic_ncols=True,
-                  leave=False) as bar:
+                  leave=False, disable=not distributed.is_main_process()) as bar:
             params, tuned = ei.finetune(base_params, rest, graphdef, traces, lengths, tx=tx, lr=lr, mesh=mesh,
                                         batch=expert.batch_size, seq_len=seq_len, epochs=expert.epochs,
                                         seed=config.seed + round_index, bar=bar)
         logged.update(reward=totals["reward"], solve_rate=totals["solve_rate"],
                       tokens_per_trace=totals["tokens_per_trace"],
                       rollout_tokens_per_s=totals["rollout_tokens"] / max(totals["rollout_s"], 1e-9),
-                      kept=len(lengths), finetune_steps=tuned["steps"], finetune_loss=tuned["loss"],
-                      sampling_s=sampling_s, update_s=time.perf_counter() - t1)
+                      kept=len(lengths), finetune_steps=tuned["steps"], sampling_s=sampling_s,
+                      update_s=time.perf_counter() - t1)
+        if tuned["steps"]:  # no loss without a step (nothing kept)
+            logged["finetune_loss"] = tuned["loss"]
         writers.write(round_index + 1, {f"rl/{k}": v for k, v in logged.items()})
         ckpts.save(round_index + 1, {"params": params}, None, saved, force=True)
         ckpts.wait()
-        print(f"rl: round {round_index + 1}/{expert.rounds}: solve rate {logged['solve_rate']:.1%} of "
-              f"{len(target) * group} samples, kept {len(lengths)} traces"
-              + (f" ({logged['guided_solved']} from guided continuations)" if guided else "")
-              + f", fine-tuned {tuned['steps']} steps (loss {tuned['loss']:.3f})", flush=True)
+        distributed.say(f"rl: round {round_index + 1}/{expert.rounds}: solve rate {logged['solve_rate']:.1%} of "
+                        f"{len(target) * group} samples, kept {len(lengths)} traces"
+                        + (f" ({logged['guided_solved']} from guided continuations)" if guided else "")
+                        + (f", fine-tuned {tuned['steps']} steps (loss {tuned['loss']:.3f})" if tuned["steps"]
+                           else "; nothing to fine-tune on, the round's model is the pretrained one"))
     ckpts.close()
     writers.close()
     return _summary(config, base, mesh, workdir, wall_start, ckpts.directory, rounds=expert.rounds)
@@ -575,6 +575,9 @@ def preset_config(algorithm: str, preset: str):
         config.rollout.update(prompts_per_step=8, group_size=1 if expert else 2, max_new_tokens=32)
         config.train.update(steps=2, minibatch_rows=8, checkpoint_every=1)
         config.expert.update(rounds=2, epochs=1, batch_size=8, guide_rounds=1)
+        if algorithm == "guided_rest":  # room for edited traces to reach the goal, so a round fine-tunes
+            config.rollout.max_new_tokens = 128
+            config.expert.guide_rounds = 3
     elif preset != "default":
         raise ValueError(f"configs/{algorithm}_countdown.py: unknown preset {preset!r}; choose default or tiny")
     return config

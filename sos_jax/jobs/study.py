@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any
 
+from sos_jax import distributed
 from sos_jax.jobs import ConfigError, fields, stages as stages_lib, write_atomic
 
 SUMMARY = "summary.json"
@@ -115,7 +116,9 @@ def run(config, workdir: str) -> dict[str, Any]:
         "wall_s": time.perf_counter() - wall_start,
         "config": json.loads(json.dumps(config.to_dict())),
     }
-    write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
-    print(f"study: done in {summary['wall_s'] / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())});"
-          f" final train loss {summary['final_loss']}; wrote {os.path.join(workdir, SUMMARY)}", flush=True)
+    if distributed.is_main_process():
+        write_atomic(os.path.join(workdir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    distributed.say(f"study: done in {summary['wall_s'] / 60:.1f} min "
+                    f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
+                    f"final train loss {summary['final_loss']}; wrote {os.path.join(workdir, SUMMARY)}")
     return summary

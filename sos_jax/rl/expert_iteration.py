@@ -7,6 +7,9 @@ step of pretraining (``BOS + trace + EOS``, one trace per row). Guided-ReST adds
 sample, up to ``guide_rounds`` rounds of :func:`sos_jax.rl.guided.guide` (edit the trace towards
 the known optimal solution) and sampling a continuation of the edited prefix within the sample's
 remaining token budget; the continuations that solve are kept too.
+
+On several processes every process holds every sample on the host (``distributed.fetch``), so
+all of them keep, edit and fine-tune on the same traces.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sos_jax import distributed
 from sos_jax.rl.rollout import Rollout
 from sos_jax.tokenizers import countdown as tok
 
@@ -28,7 +32,7 @@ def solved_traces(rollout: Rollout, budget_R: np.ndarray | None = None) -> tuple
     """The solved rows' traces (the sequence without ``BOS``, cut after the goal line) as host
     arrays ``(traces_TxW, lengths_T)``; with ``budget_R``, rows that generated more tokens than
     their budget do not count as solved."""
-    host = jax.device_get(rollout)
+    host = distributed.fetch(rollout)
     keep = np.asarray(host.solved_R, bool)
     if budget_R is not None:
         keep &= np.asarray(host.lengths_R) <= budget_R
@@ -38,7 +42,7 @@ def solved_traces(rollout: Rollout, budget_R: np.ndarray | None = None) -> tuple
 
 def texts(rollout: Rollout) -> list[str]:
     """Each row's trace text (the sequence without ``BOS``)."""
-    host = jax.device_get(rollout)
+    host = distributed.fetch(rollout)
     return tok.decode_batch(host.tokens_RxL[:, 1:], host.prompt_lengths_R + host.lengths_R - 1)
 
 
@@ -64,7 +68,7 @@ def guided_traces(cont, params, rollout: Rollout, nums_RxK, target_R, solutions:
     ``prompt_len``) within its budget of ``max_new`` generated tokens, for up to ``rounds`` rounds;
     returns the traces that solve, as :func:`solved_traces` does. An edit that adds the goal line
     solves by itself and is kept as it is."""
-    pending = ~np.asarray(jax.device_get(rollout.solved_R), bool) & np.asarray([s is not None for s in solutions])
+    pending = ~np.asarray(distributed.fetch(rollout.solved_R), bool) & np.asarray([s is not None for s in solutions])
     row_texts = texts(rollout)
     kept_traces, kept_lengths = [], []
     for guide_round in range(rounds):
@@ -81,7 +85,7 @@ def guided_traces(cont, params, rollout: Rollout, nums_RxK, target_R, solutions:
         pending &= ~edited & (budget > 0) & np.asarray([len(row) <= cont.sampler.prompt_len for row in ids])
         prompts, lengths = pad_rows([row if ok else row[:1] for row, ok in zip(ids, pending)], cont.sampler.prompt_len)
         result = cont(params, prompts, lengths, nums_RxK, target_R, jax.random.fold_in(key, guide_round))
-        solved = np.asarray(jax.device_get(result.solved_R), bool) & pending
+        solved = np.asarray(distributed.fetch(result.solved_R), bool) & pending
         traces, lengths = solved_traces(result.replace(solved_R=solved), budget)
         kept_traces.append(traces)
         kept_lengths.append(lengths)
@@ -131,7 +135,7 @@ def finetune(base_params, rest, graphdef, traces_TxW: np.ndarray, lengths_T: np.
         order = rng.permutation(count)
         for i in range(per_epoch):
             rows = order[np.arange(i * batch, (i + 1) * batch) % count]
-            state, metrics = steps.train(state, pack(jnp.asarray(traces_TxW[rows]), jnp.asarray(lengths_T[rows])))
+            state, metrics = steps.train(state, pack(traces_TxW[rows], lengths_T[rows]))  # host rows, every process
             if bar is not None:
                 bar.update(1)
-    return state["params"], {"steps": epochs * per_epoch, "loss": float(jax.device_get(metrics["loss"]))}
+    return state["params"], {"steps": epochs * per_epoch, "loss": float(distributed.fetch(metrics["loss"]))}
