@@ -5,6 +5,7 @@ processes; the bench job's refusal and bad flags."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -232,8 +233,7 @@ def test_guided_rest_on_two_processes_rounds_as_one(model, tmp_path):
 
 def _tree_files(root) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> bytes)."""
-    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
-            for folder, _, names in os.walk(root) for name in names}
+    return {str(path.relative_to(root)): path.read_bytes() for path in pathlib.Path(root).rglob("*") if path.is_file()}
 
 
 def test_dataset_job_on_two_processes_finishes_a_crashed_run_as_one(tmp_path, monkeypatch):
@@ -261,7 +261,7 @@ def test_dataset_job_on_two_processes_finishes_a_crashed_run_as_one(tmp_path, mo
     assert {form: v["splits"] for form, v in forms_two.items()} == {form: v["splits"] for form, v in forms_one.items()}
 
 
-@pytest.mark.slow  # about a minute of CPU; the dataset test covers the same device and write paths
+@pytest.mark.slow  # about a minute on 2 cores; the dataset test covers trace generation on 2 processes
 def test_generate_job_on_two_processes_counts_as_one(tmp_path):
     """The generate job's statistics from 1 process x 8 devices and from 2 processes x 4 devices."""
     one, lines = _as_one_and_two("countdown_gen", tmp_path, {})

@@ -5,8 +5,8 @@ or the on-device generator), takes ``config.num_batches`` batches after one warm
 prints tokens/s, the fill rate (real tokens over ``B x L``), the loss-token share and the traces
 per row, plus the first trace of the first row decoded. ``summary.json`` holds the same numbers;
 a dataset read for a finite ``data.num_epochs`` may end first (the counts are then of the batches
-it gave). Over several processes every process draws its rows; the counts are of whole global batches, and
-process 0 alone prints and writes.
+it gave). Over several processes every process draws its rows; the counts are of whole global
+batches, and process 0 alone prints and writes.
 """
 
 from __future__ import annotations
