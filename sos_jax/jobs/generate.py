@@ -198,7 +198,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                 if good.size or (rows.size and want not in examples):
                     r = int(good[0] if good.size else rows[0])
                     examples[want] = {"index": start + r, "good": bool(good.size),
-                                      "tokens": distributed.fetch(traces.tokens)[r, : host["length"][r]],
+                                      "tokens": distributed.fetch(traces.tokens[r])[: host["length"][r]],
                                       **{k: host[k][r] for k in host}}
         bar.update(count)
 
